@@ -1,0 +1,32 @@
+# Two commands on a fresh machine with Python >= 3.11 and make:
+#   make demo   -> create .venv, install jaxlm with its demo extras, run `jaxlm demo`
+#   make test   -> create .venv, install jaxlm with its test extras, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test bench install-test install-demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install-demo: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[demo]"
+
+install-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+
+demo: install-demo
+	$(BIN)/jaxlm demo
+
+test: install-test
+	$(BIN)/python -m pytest tests
+
+bench: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/nist.py
+	$(BIN)/python benchmarks/classic.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

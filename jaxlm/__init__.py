@@ -1,0 +1,22 @@
+"""jaxlm: batched, differentiable Levenberg–Marquardt least squares in JAX."""
+
+from jaxlm._least_squares import Solution as Solution
+from jaxlm._least_squares import least_squares as least_squares
+from jaxlm._solver import LevenbergMarquardt as LevenbergMarquardt
+from jaxlm._solver import LMState as LMState
+from jaxlm._solver import Status as Status
+from jaxlm._solver import default_tolerance as default_tolerance
+from jaxlm._solver import is_success as is_success
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LMState",
+    "LevenbergMarquardt",
+    "Solution",
+    "Status",
+    "__version__",
+    "default_tolerance",
+    "is_success",
+    "least_squares",
+]

@@ -1,0 +1,212 @@
+"""The damped linear solve at the heart of every Levenberg–Marquardt step.
+
+Each step solves
+
+    (A + μ D) h = −g,        A = JᵀJ,  g = Jᵀr,  D diagonal, positive,
+
+which is the normal-equation form of the augmented least-squares problem
+
+    min_h ‖ [J; √μ D^½] h + [r; 0] ‖²
+
+(expand the square: the gradient in h is JᵀJh + Jᵀr + μDh).  Two ways to solve it are
+offered:
+
+``"cholesky"``
+    Factor the n×n matrix ``A + μD`` (after symmetric diagonal equilibration).  Cheapest;
+    squares the condition number of J.
+``"qr"``
+    Work with the triangular factor of ``J = QR`` and solve the 2n×n augmented problem
+    ``[R; √μ D^½] h ≈ [−Qᵀr; 0]`` by a second QR, as MINPACK's ``lmpar``/``qrsolv`` do.
+    Never forms JᵀJ, so it keeps the accuracy of J.
+
+Both only ever hold an n×n *model* of the linearisation, never the m×n Jacobian, so the
+solver state stays small whatever the number of data points:
+
+* cholesky: ``matrix = JᵀJ``, ``vector = Jᵀr``;
+* qr:       ``matrix = R`` (upper triangular, ``RᵀR = JᵀJ``), ``vector = Qᵀr``.
+
+Everything the solver needs from the model — ``diag(A)``, ``g``, the predicted reduction
+and the damped step — is derived here from ``(matrix, vector)`` so the rest of the code
+does not care which method is in use.  A failed factorisation is *reported* (``ok`` is
+False), never raised, so one singular member of a batch cannot disturb the others.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
+
+LINEAR_SOLVERS = ("cholesky", "qr")
+
+
+class GaussNewtonModel(NamedTuple):
+    """The linearisation r(x + h) ≈ r + Jh, compressed to n×n (see module docstring)."""
+
+    matrix: jax.Array
+    vector: jax.Array
+
+
+def compress(method: str, jac: jax.Array, res: jax.Array) -> GaussNewtonModel:
+    """Compress the m×n Jacobian ``jac`` and the residual ``res`` into an n×n model.
+
+    Args:
+      method: ``"cholesky"`` or ``"qr"``.
+      jac: Jacobian, shape (m, n).
+      res: residual vector, shape (m,).
+
+    Returns:
+      ``GaussNewtonModel(JᵀJ, Jᵀr)`` for cholesky; ``GaussNewtonModel(R, Qᵀr)`` for qr,
+      where ``J = QR``.  For qr with m < n the factor is zero-padded to n×n.
+    """
+    if method == "cholesky":
+        jt = jac.T
+        return GaussNewtonModel(jt @ jac, jt @ res)
+    if method == "qr":
+        m, n = jac.shape
+        # One QR of [J | r]: its last column above the diagonal is Qᵀr.
+        aug = jnp.concatenate([jac, res[:, None]], axis=1)
+        if m < n + 1:
+            aug = jnp.concatenate([aug, jnp.zeros((n + 1 - m, n + 1), aug.dtype)], axis=0)
+        r_aug = jnp.linalg.qr(aug, mode="r")
+        return GaussNewtonModel(r_aug[:n, :n], r_aug[:n, n])
+    raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {method!r}")
+
+
+def normal_diag(method: str, model: GaussNewtonModel) -> jax.Array:
+    """diag(JᵀJ): the squared column norms of J."""
+    if method == "cholesky":
+        return jnp.diagonal(model.matrix)
+    return jnp.sum(model.matrix * model.matrix, axis=0)
+
+
+def gradient(method: str, model: GaussNewtonModel) -> jax.Array:
+    """g = Jᵀr, the gradient of ½‖r‖²."""
+    if method == "cholesky":
+        return model.vector
+    return model.matrix.T @ model.vector
+
+
+def curvature(method: str, model: GaussNewtonModel, h: jax.Array) -> jax.Array:
+    """hᵀJᵀJh = ‖Jh‖²."""
+    if method == "cholesky":
+        return h @ (model.matrix @ h)
+    rh = model.matrix @ h
+    return rh @ rh
+
+
+def damped_step(
+    method: str, model: GaussNewtonModel, mu: jax.Array, diag: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Solve ``(JᵀJ + μ·diag(D)) h = −Jᵀr``.
+
+    Args:
+      method: ``"cholesky"`` or ``"qr"``.
+      model: the compressed linearisation from :func:`compress`.
+      mu: damping parameter μ ≥ 0 (scalar).
+      diag: the positive scaling diagonal D, shape (n,).
+
+    Returns:
+      ``(h, ok)``: the step and a boolean scalar that is False when the factorisation
+      failed or produced a non-finite step.  Never raises.
+    """
+    if method == "cholesky":
+        return _cholesky_step(model, mu, diag)
+    if method == "qr":
+        return _qr_step(model, mu, diag)
+    raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {method!r}")
+
+
+def damped_solve(
+    method: str, model: GaussNewtonModel, mu: jax.Array, diag: jax.Array, rhs: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Solve ``(JᵀJ + μ·diag(D)) y = rhs`` for an arbitrary right-hand side.
+
+    Used for the geodesic acceleration.  The qr method solves through the triangular
+    factor of the augmented matrix, ``R₂ᵀR₂ = JᵀJ + μD``.  Returns ``(y, ok)``.
+    """
+    if method == "cholesky":
+        return _cholesky_solve(model.matrix, mu, diag, rhs)
+    r2 = _augmented_r(model.matrix, mu, diag)
+    z = solve_triangular(r2, rhs, lower=False, trans="T")
+    y = solve_triangular(r2, z, lower=False)
+    return y, _nonsingular(r2) & jnp.all(jnp.isfinite(y))
+
+
+def _cholesky_step(model, mu, diag):
+    return _cholesky_solve(model.matrix, mu, diag, -model.vector)
+
+
+def _cholesky_solve(matrix, mu, diag, rhs):
+    a = matrix + jnp.diag(mu * diag)
+    # Symmetric equilibration S(A + μD)S with S = diag(A + μD)^-½ keeps the pivots O(1)
+    # whatever the units of the parameters; it does not change the solution.
+    d = jnp.diagonal(a)
+    s = jnp.where(d > 0, jax.lax.rsqrt(jnp.where(d > 0, d, 1)), 1)
+    a_s = a * s[:, None] * s[None, :]
+    if a.shape[0] <= UNROLL_MAX_N:
+        y, ok = _unrolled_cholesky_solve(a_s, rhs * s)
+        y = y * s
+        return y, ok & jnp.all(jnp.isfinite(y))
+    chol = jnp.linalg.cholesky(a_s)
+    y = jax.scipy.linalg.cho_solve((chol, True), rhs * s) * s
+    return y, jnp.all(jnp.isfinite(y))
+
+
+UNROLL_MAX_N = 12
+"""Up to this many parameters the Cholesky solve is unrolled into elementwise jnp ops."""
+
+
+def _unrolled_cholesky_solve(a, b):
+    """Solve ``a y = b`` for small symmetric positive definite ``a`` by an unrolled
+    Cholesky factorisation and two substitutions, written in scalar jnp ops.
+
+    Under ``vmap`` every scalar becomes a vector over the batch, so a batch of tiny
+    systems runs as a few hundred fused elementwise operations instead of one LAPACK
+    call per member (and it avoids batched LAPACK custom calls, which can wedge XLA's
+    CPU runtime on large batches inside a while loop with jaxlib 0.10).  A pivot
+    ``≤ 0`` (not positive definite) is reported through ``ok``, never raised; the
+    arithmetic stays finite by using 1 in its place.
+    """
+    n = a.shape[0]
+    low = [[None] * n for _ in range(n)]
+    ok = jnp.asarray(True)
+    for j in range(n):
+        pivot = a[j, j] - sum((low[j][k] * low[j][k] for k in range(j)), start=jnp.zeros((), a.dtype))
+        good = pivot > 0
+        ok = ok & good
+        d = jnp.sqrt(jnp.where(good, pivot, 1))
+        low[j][j] = d
+        for i in range(j + 1, n):
+            off = a[i, j] - sum((low[i][k] * low[j][k] for k in range(j)), start=jnp.zeros((), a.dtype))
+            low[i][j] = off / d
+    z = [None] * n
+    for i in range(n):  # L z = b
+        z[i] = (b[i] - sum((low[i][k] * z[k] for k in range(i)), start=jnp.zeros((), b.dtype))) / low[i][i]
+    y = [None] * n
+    for i in reversed(range(n)):  # Lᵀ y = z
+        y[i] = (z[i] - sum((low[k][i] * y[k] for k in range(i + 1, n)), start=jnp.zeros((), b.dtype))) / low[
+            i
+        ][i]
+    return jnp.stack(y), ok
+
+
+def _augmented_r(matrix, mu, diag):
+    aug = jnp.concatenate([matrix, jnp.diag(jnp.sqrt(mu * diag))], axis=0)
+    return jnp.linalg.qr(aug, mode="r")
+
+
+def _nonsingular(r):
+    # A zero pivot means [R; √μD^½] is rank deficient: report instead of dividing by it.
+    return jnp.all(jnp.abs(jnp.diagonal(r)) > jnp.finfo(r.dtype).tiny)
+
+
+def _qr_step(model, mu, diag):
+    n = diag.shape[0]
+    aug = jnp.concatenate([model.matrix, jnp.diag(jnp.sqrt(mu * diag))], axis=0)
+    rhs = jnp.concatenate([-model.vector, jnp.zeros((n,), model.vector.dtype)])
+    q, r = jnp.linalg.qr(aug, mode="reduced")
+    h = solve_triangular(r, q.T @ rhs, lower=False)
+    return h, _nonsingular(r) & jnp.all(jnp.isfinite(h))

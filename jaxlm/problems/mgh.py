@@ -1,0 +1,417 @@
+"""Classic least-squares test problems (Moré, Garbow & Hillstrom 1981).
+
+Each :class:`MGHProblem` has the residual function ``fun(x) -> r`` of MGH's paper, the
+standard starting point ``x0`` (MINPACK's test driver also starts from 10·x0 and
+100·x0, see :func:`starts`) and the smallest sum of squares ``f* = ‖r‖²`` reported in
+the paper (other local minima are listed in ``local_minima`` where the paper gives
+them).
+
+Reference: J. J. Moré, B. S. Garbow, K. E. Hillstrom, "Testing unconstrained
+optimization software", ACM Trans. Math. Software 7(1):17–41, 1981.  Numbers in
+parentheses below are the paper's problem numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class MGHProblem:
+    name: str
+    fun: Callable
+    x0: tuple
+    fmin: float
+    local_minima: tuple = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.x0)
+
+
+def _rosenbrock(x):  # (1)
+    return jnp.stack([10 * (x[1] - x[0] ** 2), 1 - x[0]])
+
+
+def _freudenstein_roth(x):  # (2)
+    return jnp.stack(
+        [
+            -13 + x[0] + ((5 - x[1]) * x[1] - 2) * x[1],
+            -29 + x[0] + ((x[1] + 1) * x[1] - 14) * x[1],
+        ]
+    )
+
+
+def _powell_badly_scaled(x):  # (3)
+    return jnp.stack([1e4 * x[0] * x[1] - 1, jnp.exp(-x[0]) + jnp.exp(-x[1]) - 1.0001])
+
+
+def _brown_badly_scaled(x):  # (4)
+    return jnp.stack([x[0] - 1e6, x[1] - 2e-6, x[0] * x[1] - 2])
+
+
+def _beale(x):  # (5)
+    y = jnp.array([1.5, 2.25, 2.625])
+    i = jnp.arange(1, 4)
+    return y - x[0] * (1 - x[1] ** i)
+
+
+def _jennrich_sampson(x):  # (6), m = 10
+    i = jnp.arange(1, 11)
+    return 2 + 2 * i - (jnp.exp(i * x[0]) + jnp.exp(i * x[1]))
+
+
+def _helical_valley(x):  # (7)
+    theta = jnp.arctan2(x[1], x[0]) / (2 * jnp.pi)
+    return jnp.stack([10 * (x[2] - 10 * theta), 10 * (jnp.sqrt(x[0] ** 2 + x[1] ** 2) - 1), x[2]])
+
+
+_BARD_Y = np.array([0.14, 0.18, 0.22, 0.25, 0.29, 0.32, 0.35, 0.39, 0.37, 0.58, 0.73, 0.96, 1.34, 2.10, 4.39])
+
+
+def _bard(x):  # (8)
+    u = np.arange(1, 16)
+    v = 16 - u
+    w = np.minimum(u, v)
+    return _BARD_Y - (x[0] + u / (v * x[1] + w * x[2]))
+
+
+_GAUSS_Y = np.array(
+    [
+        0.0009,
+        0.0044,
+        0.0175,
+        0.0540,
+        0.1295,
+        0.2420,
+        0.3521,
+        0.3989,
+        0.3521,
+        0.2420,
+        0.1295,
+        0.0540,
+        0.0175,
+        0.0044,
+        0.0009,
+    ]
+)
+
+
+def _gaussian(x):  # (9)
+    t = (7 - np.arange(1, 16)) / 2
+    return x[0] * jnp.exp(-x[1] * (t - x[2]) ** 2 / 2) - _GAUSS_Y
+
+
+_MEYER_Y = np.array(
+    [34780, 28610, 23650, 19630, 16370, 13720, 11540, 9744, 8261, 7030, 6005, 5147, 4427, 3820, 3307, 2872],
+    dtype=np.float64,
+)
+
+
+def _meyer(x):  # (10)
+    t = 45 + 5 * np.arange(1, 17)
+    return x[0] * jnp.exp(x[1] / (t + x[2])) - _MEYER_Y
+
+
+def _box3d(x):  # (12), m = 10
+    t = 0.1 * np.arange(1, 11)
+    return jnp.exp(-t * x[0]) - jnp.exp(-t * x[1]) - x[2] * (np.exp(-t) - np.exp(-10 * t))
+
+
+def _powell_singular(x):  # (13)
+    return jnp.stack(
+        [
+            x[0] + 10 * x[1],
+            np.sqrt(5) * (x[2] - x[3]),
+            (x[1] - 2 * x[2]) ** 2,
+            np.sqrt(10) * (x[0] - x[3]) ** 2,
+        ]
+    )
+
+
+def _wood(x):  # (14)
+    return jnp.stack(
+        [
+            10 * (x[1] - x[0] ** 2),
+            1 - x[0],
+            np.sqrt(90) * (x[3] - x[2] ** 2),
+            1 - x[2],
+            np.sqrt(10) * (x[1] + x[3] - 2),
+            (x[1] - x[3]) / np.sqrt(10),
+        ]
+    )
+
+
+_KO_Y = np.array([0.1957, 0.1947, 0.1735, 0.1600, 0.0844, 0.0627, 0.0456, 0.0342, 0.0323, 0.0235, 0.0246])
+_KO_U = np.array([4.0, 2.0, 1.0, 0.5, 0.25, 0.167, 0.125, 0.1, 0.0833, 0.0714, 0.0625])
+
+
+def _kowalik_osborne(x):  # (15)
+    u = _KO_U
+    return _KO_Y - x[0] * (u**2 + u * x[1]) / (u**2 + u * x[2] + x[3])
+
+
+def _brown_dennis(x):  # (16), m = 20
+    t = np.arange(1, 21) / 5
+    a = x[0] + t * x[1] - np.exp(t)
+    b = x[2] + x[3] * np.sin(t) - np.cos(t)
+    return a**2 + b**2
+
+
+_OSB1_Y = np.array(
+    [
+        0.844,
+        0.908,
+        0.932,
+        0.936,
+        0.925,
+        0.908,
+        0.881,
+        0.850,
+        0.818,
+        0.784,
+        0.751,
+        0.718,
+        0.685,
+        0.658,
+        0.628,
+        0.603,
+        0.580,
+        0.558,
+        0.538,
+        0.522,
+        0.506,
+        0.490,
+        0.478,
+        0.467,
+        0.457,
+        0.448,
+        0.438,
+        0.431,
+        0.424,
+        0.420,
+        0.414,
+        0.411,
+        0.406,
+    ]
+)
+
+
+def _osborne1(x):  # (17)
+    t = 10.0 * np.arange(33)
+    return _OSB1_Y - (x[0] + x[1] * jnp.exp(-t * x[3]) + x[2] * jnp.exp(-t * x[4]))
+
+
+def _biggs_exp6(x):  # (18), m = 13
+    t = 0.1 * np.arange(1, 14)
+    y = np.exp(-t) - 5 * np.exp(-10 * t) + 3 * np.exp(-4 * t)
+    return x[2] * jnp.exp(-t * x[0]) - x[3] * jnp.exp(-t * x[1]) + x[5] * jnp.exp(-t * x[4]) - y
+
+
+_OSB2_Y = np.array(
+    [
+        1.366,
+        1.191,
+        1.112,
+        1.013,
+        0.991,
+        0.885,
+        0.831,
+        0.847,
+        0.786,
+        0.725,
+        0.746,
+        0.679,
+        0.608,
+        0.655,
+        0.616,
+        0.606,
+        0.602,
+        0.626,
+        0.651,
+        0.724,
+        0.649,
+        0.649,
+        0.694,
+        0.644,
+        0.624,
+        0.661,
+        0.612,
+        0.558,
+        0.533,
+        0.495,
+        0.500,
+        0.423,
+        0.395,
+        0.375,
+        0.372,
+        0.391,
+        0.396,
+        0.405,
+        0.428,
+        0.429,
+        0.523,
+        0.562,
+        0.607,
+        0.653,
+        0.672,
+        0.708,
+        0.633,
+        0.668,
+        0.645,
+        0.632,
+        0.591,
+        0.559,
+        0.597,
+        0.625,
+        0.739,
+        0.710,
+        0.729,
+        0.720,
+        0.636,
+        0.581,
+        0.428,
+        0.292,
+        0.162,
+        0.098,
+        0.054,
+    ]
+)
+
+
+def _osborne2(x):  # (19)
+    t = np.arange(65) / 10
+    return _OSB2_Y - (
+        x[0] * jnp.exp(-t * x[4])
+        + x[1] * jnp.exp(-((t - x[8]) ** 2) * x[5])
+        + x[2] * jnp.exp(-((t - x[9]) ** 2) * x[6])
+        + x[3] * jnp.exp(-((t - x[10]) ** 2) * x[7])
+    )
+
+
+def _watson(x):  # (20), m = 31
+    n = x.shape[0]
+    t = np.arange(1, 30) / 29
+    j = np.arange(n)
+    dpow = np.where(j[None, :] >= 1, j[None, :] * t[:, None] ** np.maximum(j[None, :] - 1, 0), 0.0)
+    s1 = dpow[:, 1:] @ x[1:]
+    s2 = (t[:, None] ** j[None, :]) @ x
+    r = s1 - s2**2 - 1
+    return jnp.concatenate([r, jnp.stack([x[0], x[1] - x[0] ** 2 - 1])])
+
+
+def _penalty1(x):  # (23), n = 4, m = 5
+    a = 1e-5
+    return jnp.concatenate([np.sqrt(a) * (x - 1), jnp.stack([x @ x - 0.25])])
+
+
+def _penalty2(x):  # (24), n = 4, m = 8
+    n = x.shape[0]
+    a = 1e-5
+    i = np.arange(2, n + 1)
+    y = np.exp(i / 10) + np.exp((i - 1) / 10)
+    mid = np.sqrt(a) * (jnp.exp(x[1:] / 10) + jnp.exp(x[:-1] / 10) - y)
+    tail = np.sqrt(a) * (jnp.exp(x[1:] / 10) - np.exp(-1 / 10))
+    last = (n - np.arange(n)) @ (x**2) - 1
+    return jnp.concatenate([jnp.stack([x[0] - 0.2]), mid, tail, jnp.stack([last])])
+
+
+def _variably_dimensioned(x):  # (25), n = 8, m = n + 2
+    n = x.shape[0]
+    j = np.arange(1, n + 1)
+    s = j @ (x - 1)
+    return jnp.concatenate([x - 1, jnp.stack([s, s**2])])
+
+
+def _trigonometric(x):  # (26), n = m = 5
+    n = x.shape[0]
+    i = np.arange(1, n + 1)
+    return n - jnp.sum(jnp.cos(x)) + i * (1 - jnp.cos(x)) - jnp.sin(x)
+
+
+def _brown_almost_linear(x):  # (27), n = m = 5
+    n = x.shape[0]
+    head = x[:-1] + jnp.sum(x) - (n + 1)
+    return jnp.concatenate([head, jnp.stack([jnp.prod(x) - 1])])
+
+
+def _discrete_bv(x):  # (28), n = m = 8
+    n = x.shape[0]
+    h = 1 / (n + 1)
+    t = np.arange(1, n + 1) * h
+    xp = jnp.concatenate([jnp.zeros(1, x.dtype), x, jnp.zeros(1, x.dtype)])
+    return 2 * x - xp[:-2] - xp[2:] + h**2 * (x + t + 1) ** 3 / 2
+
+
+def _broyden_tridiagonal(x):  # (30), n = m = 8
+    xp = jnp.concatenate([jnp.zeros(1, x.dtype), x, jnp.zeros(1, x.dtype)])
+    return (3 - 2 * x) * x - xp[:-2] - 2 * xp[2:] + 1
+
+
+def _linear_full_rank(x):  # (32), n = 5, m = 10
+    m = 10
+    s = jnp.sum(x)
+    head = x - 2 / m * s - 1
+    tail = jnp.full((m - x.shape[0],), -2 / m * s - 1)
+    return jnp.concatenate([head, tail])
+
+
+PROBLEMS: tuple[MGHProblem, ...] = (
+    MGHProblem("Rosenbrock", _rosenbrock, (-1.2, 1.0), 0.0),
+    MGHProblem("FreudensteinRoth", _freudenstein_roth, (0.5, -2.0), 0.0, (48.9842536792400,)),
+    MGHProblem("PowellBadlyScaled", _powell_badly_scaled, (0.0, 1.0), 0.0),
+    MGHProblem("BrownBadlyScaled", _brown_badly_scaled, (1.0, 1.0), 0.0),
+    MGHProblem("Beale", _beale, (1.0, 1.0), 0.0),
+    MGHProblem("JennrichSampson", _jennrich_sampson, (0.3, 0.4), 124.362182355),
+    MGHProblem("HelicalValley", _helical_valley, (-1.0, 0.0, 0.0), 0.0),
+    MGHProblem("Bard", _bard, (1.0, 1.0, 1.0), 8.21487730657e-3, (17.4286,)),
+    MGHProblem("Gaussian", _gaussian, (0.4, 1.0, 0.0), 1.12793276961e-8),
+    MGHProblem("Meyer", _meyer, (0.02, 4000.0, 250.0), 87.9458551718),
+    MGHProblem("Box3D", _box3d, (0.0, 10.0, 20.0), 0.0),
+    MGHProblem("PowellSingular", _powell_singular, (3.0, -1.0, 0.0, 1.0), 0.0),
+    MGHProblem("Wood", _wood, (-3.0, -1.0, -3.0, -1.0), 0.0),
+    MGHProblem(
+        "KowalikOsborne", _kowalik_osborne, (0.25, 0.39, 0.415, 0.39), 3.07505603849e-4, (1.02734e-3,)
+    ),
+    MGHProblem("BrownDennis", _brown_dennis, (25.0, 5.0, -5.0, -1.0), 85822.2016263),
+    MGHProblem("Osborne1", _osborne1, (0.5, 1.5, -1.0, 0.01, 0.02), 5.46489469748e-5),
+    MGHProblem("BiggsEXP6", _biggs_exp6, (1.0, 2.0, 1.0, 1.0, 1.0, 1.0), 0.0, (5.65565e-3,)),
+    MGHProblem(
+        "Osborne2", _osborne2, (1.3, 0.65, 0.65, 0.7, 0.6, 3.0, 5.0, 7.0, 2.0, 4.5, 5.5), 4.01377362935e-2
+    ),
+    MGHProblem("Watson6", _watson, (0.0,) * 6, 2.28767005355e-3),
+    MGHProblem("Watson9", _watson, (0.0,) * 9, 1.39976140442e-6),
+    MGHProblem("PenaltyI", _penalty1, (1.0, 2.0, 3.0, 4.0), 2.24997750086e-5),
+    MGHProblem("PenaltyII", _penalty2, (0.5,) * 4, 9.37629300735e-6),
+    MGHProblem("VariablyDimensioned", _variably_dimensioned, tuple(1 - j / 8 for j in range(1, 9)), 0.0),
+    MGHProblem("Trigonometric", _trigonometric, (0.2,) * 5, 0.0),
+    MGHProblem("BrownAlmostLinear", _brown_almost_linear, (0.5,) * 5, 0.0, (1.0,)),
+    MGHProblem("DiscreteBoundaryValue", _discrete_bv, tuple((j / 9) * (j / 9 - 1) for j in range(1, 9)), 0.0),
+    MGHProblem("BroydenTridiagonal", _broyden_tridiagonal, (-1.0,) * 8, 0.0),
+    MGHProblem("LinearFullRank", _linear_full_rank, (1.0,) * 5, 5.0),
+)
+
+BY_NAME = {p.name: p for p in PROBLEMS}
+
+
+def starts(problem: MGHProblem, factors=(1.0, 10.0, 100.0)) -> list[np.ndarray]:
+    """MINPACK's test-driver starts: ``factor · x0``, or ``factor`` in every component
+    when x0 = 0 and factor ≠ 1 (MINPACK's ``initpt``)."""
+    x0 = np.asarray(problem.x0, dtype=np.float64)
+    out = []
+    for f in factors:
+        if np.any(x0 != 0) or f == 1.0:
+            out.append(x0 * f)
+        else:
+            out.append(np.full_like(x0, f))
+    return out
+
+
+def solved(problem: MGHProblem, sum_of_squares: float, rtol: float = 1e-6, atol: float = 1e-10) -> bool:
+    """True when ``‖r‖²`` reaches the paper's global ``f*`` within tolerance."""
+    f = float(sum_of_squares)
+    return bool(np.isfinite(f) and f <= problem.fmin * (1 + rtol) + atol)

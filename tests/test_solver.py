@@ -1,0 +1,312 @@
+"""The core engine: options, dtypes, batching, isolation of bad members, state shape."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+import jaxlm
+from jaxlm import Status
+from tests.helpers import PROBLEMS, SOLVER_CONFIGS, as_args, config_id
+
+
+def scipy_solution(problem):
+    fun = jax.jit(lambda p: problem.fun(p, *as_args(problem)))
+    jac = jax.jit(jax.jacfwd(lambda p: problem.fun(p, *as_args(problem))))
+    res = scipy.optimize.least_squares(
+        lambda p: np.asarray(fun(p)),
+        problem.x0,
+        jac=lambda p: np.asarray(jac(p)),
+        method="lm",
+        ftol=1e-14,
+        xtol=1e-14,
+        gtol=1e-14,
+    )
+    return res
+
+
+@pytest.mark.parametrize("options", SOLVER_CONFIGS, ids=config_id)
+@pytest.mark.parametrize("name", ["exp_decay_noisy", "rosenbrock", "gaussian"])
+def test_every_option_reaches_scipy_minimum(name, options):
+    problem = PROBLEMS[name]
+    ref = scipy_solution(problem)
+    sol = jaxlm.least_squares(problem.fun, jnp.asarray(problem.x0), as_args(problem), **options)
+    assert bool(sol.success), Status(int(sol.status))
+    np.testing.assert_allclose(np.asarray(sol.params), ref.x, rtol=1e-7, atol=1e-9)
+    assert float(sol.cost) <= ref.cost * (1 + 1e-9) + 1e-20
+    if problem.solution is not None:
+        np.testing.assert_allclose(np.asarray(sol.params), problem.solution, rtol=1e-7)
+
+
+def test_float32_stops_at_float32_precision():
+    problem = PROBLEMS["exp_decay_noisy"]
+    ref = scipy_solution(problem)
+    sol = jaxlm.least_squares(
+        problem.fun, jnp.asarray(problem.x0, jnp.float32), as_args(problem, jnp.float32)
+    )
+    assert sol.params.dtype == jnp.float32 and sol.cost.dtype == jnp.float32
+    assert bool(sol.success), Status(int(sol.status))
+    # float32 precision, found in a handful of steps rather than by running to max_steps
+    np.testing.assert_allclose(np.asarray(sol.params), ref.x, rtol=2e-4, atol=2e-4)
+    assert int(sol.n_steps) < 50
+
+
+def test_tolerances_default_from_dtype():
+    assert jaxlm.default_tolerance(jnp.float64) == pytest.approx(np.finfo(np.float64).eps ** 0.75)
+    assert jaxlm.default_tolerance(jnp.float32) == pytest.approx(np.finfo(np.float32).eps ** 0.75)
+
+
+@pytest.mark.parametrize("damping", ["more", "marquardt"])
+@pytest.mark.parametrize("linear_solver", ["qr", "cholesky"])
+def test_scale_invariance(damping, linear_solver):
+    """Fitting c = b / s follows the same path for any positive diagonal s."""
+    problem = PROBLEMS["exp_decay_noisy"]
+    args = as_args(problem)
+    s = jnp.array([1e-4, 1e3, 1e6])
+
+    def scaled(c, *a):
+        return problem.fun(c * s, *a)
+
+    base = jaxlm.least_squares(
+        problem.fun, jnp.asarray(problem.x0), args, damping=damping, linear_solver=linear_solver
+    )
+    resc = jaxlm.least_squares(
+        scaled, jnp.asarray(problem.x0) / s, args, damping=damping, linear_solver=linear_solver
+    )
+    assert bool(base.success) and bool(resc.success)
+    np.testing.assert_allclose(np.asarray(resc.params * s), np.asarray(base.params), rtol=1e-8)
+    assert abs(int(resc.n_steps) - int(base.n_steps)) <= 1
+    # the first steps are the same point, mapped back
+    solver = jaxlm.LevenbergMarquardt(damping=damping, linear_solver=linear_solver)
+    st_a = solver.init(problem.fun, jnp.asarray(problem.x0), *args)
+    st_b = solver.init(scaled, jnp.asarray(problem.x0) / s, *args)
+    for _ in range(3):
+        st_a = solver.step(problem.fun, st_a, *args)
+        st_b = solver.step(scaled, st_b, *args)
+        np.testing.assert_allclose(np.asarray(st_b.params * s), np.asarray(st_a.params), rtol=1e-9)
+
+
+def test_levenberg_is_not_scale_invariant():
+    """The contrast to the test above: with D = I a rescaling changes the path."""
+    problem = PROBLEMS["exp_decay_noisy"]
+    args = as_args(problem)
+    s = jnp.array([1e-4, 1e3, 1e6])
+    solver = jaxlm.LevenbergMarquardt(damping="levenberg")
+    st_a = solver.step(problem.fun, solver.init(problem.fun, jnp.asarray(problem.x0), *args), *args)
+    scaled = lambda c, *a: problem.fun(c * s, *a)
+    st_b = solver.step(scaled, solver.init(scaled, jnp.asarray(problem.x0) / s, *args), *args)
+    assert not np.allclose(np.asarray(st_b.params * s), np.asarray(st_a.params), rtol=1e-3)
+
+
+def _batch(n=6, seed=1):
+    rng = np.random.default_rng(seed)
+    t = jnp.linspace(0.0, 4.0, 30)
+    true = np.stack([rng.uniform(1, 3, n), rng.uniform(0.5, 2, n), rng.uniform(-1, 1, n)], axis=1)
+    y = (
+        true[:, :1] * np.exp(-true[:, 1:2] * np.asarray(t))
+        + true[:, 2:]
+        + 0.01 * rng.standard_normal((n, 30))
+    )
+    x0 = np.tile(np.array([1.0, 1.0, 0.0]), (n, 1))
+    return t, jnp.asarray(y), jnp.asarray(x0)
+
+
+def _decay(p, t, y):
+    return p[0] * jnp.exp(-p[1] * t) + p[2] - y
+
+
+def test_vmap_equals_solo_fits():
+    t, y, x0 = _batch()
+    batched = jax.vmap(lambda p, yy: jaxlm.least_squares(_decay, p, (t, yy)))(x0, y)
+    for i in range(y.shape[0]):
+        solo = jaxlm.least_squares(_decay, x0[i], (t, y[i]))
+        assert int(batched.status[i]) == int(solo.status)
+        np.testing.assert_allclose(np.asarray(batched.params[i]), np.asarray(solo.params), rtol=1e-10)
+        assert abs(int(batched.n_steps[i]) - int(solo.n_steps)) <= 1
+
+
+def test_bad_members_are_isolated_bit_for_bit():
+    t, y, x0 = _batch(6)
+    y_bad = y.at[1].set(y[1].at[3].set(jnp.nan))  # NaN data
+    x0_bad = x0.at[2].set(jnp.array([jnp.inf, 1.0, 0.0]))  # infinite start
+    y_bad = y_bad.at[3].set(jnp.zeros(30))  # all-zero data: fine, but a different problem
+    x0_bad = x0_bad.at[4].set(jnp.array([0.0, 1.0, 0.0]))  # b1 = 0: zero Jacobian column for b2
+    fit = jax.jit(jax.vmap(lambda p, yy: jaxlm.least_squares(_decay, p, (t, yy))))
+    good = fit(x0, y)
+    bad = fit(x0_bad, y_bad)
+    for i in (0, 5):
+        for field in ("params", "cost", "status", "n_steps", "n_fev"):
+            np.testing.assert_array_equal(
+                np.asarray(getattr(bad, field)[i]), np.asarray(getattr(good, field)[i])
+            )
+    assert int(bad.status[1]) == Status.NONFINITE
+    assert int(bad.status[2]) == Status.NONFINITE
+    np.testing.assert_array_equal(np.asarray(bad.params[2]), np.asarray(x0_bad[2]))  # input kept
+    assert bool(bad.success[3])
+    # the zero column at the start is floored, and the fit still finds the minimum
+    assert bool(bad.success[4])
+    np.testing.assert_allclose(np.asarray(bad.params[4]), np.asarray(good.params[4]), rtol=1e-6)
+
+
+def test_singular_system_and_unused_parameter():
+    """A parameter the residual ignores gives a zero column everywhere: no NaN, it stays put."""
+    t, y, _ = _batch(1)
+
+    def fun(p, t, y):
+        return _decay(p[:3], t, y) + 0.0 * p[3]
+
+    sol = jaxlm.least_squares(fun, jnp.array([1.0, 1.0, 0.0, 5.0]), (t, y[0]))
+    ref = jaxlm.least_squares(_decay, jnp.array([1.0, 1.0, 0.0]), (t, y[0]))
+    assert bool(sol.success)
+    assert float(sol.params[3]) == 5.0
+    np.testing.assert_allclose(np.asarray(sol.params[:3]), np.asarray(ref.params), rtol=1e-8)
+
+
+def test_converged_member_is_frozen():
+    t, y, x0 = _batch(2)
+    solver = jaxlm.LevenbergMarquardt()
+    step = jax.jit(jax.vmap(lambda s, yy: solver.step(_decay, s, t, yy)))
+    state = jax.vmap(lambda p, yy: solver.init(_decay, p, t, yy))(x0, y)
+    # member 0 starts at its solution's neighbourhood and stops early; member 1 far away
+    for _ in range(200):
+        prev = state
+        state = step(state, y)
+        done = np.asarray(prev.status) != Status.RUNNING
+        for leaf_new, leaf_old in zip(jax.tree.leaves(state), jax.tree.leaves(prev), strict=True):
+            np.testing.assert_array_equal(np.asarray(leaf_new)[done], np.asarray(leaf_old)[done])
+        if not np.any(np.asarray(state.status) == Status.RUNNING):
+            break
+    assert np.all(np.asarray(state.status) != Status.RUNNING)
+
+
+def test_max_steps_status():
+    problem = PROBLEMS["rosenbrock"]
+    sol = jaxlm.least_squares(problem.fun, jnp.asarray(problem.x0), max_steps=3)
+    assert int(sol.status) == Status.MAX_STEPS and int(sol.n_steps) == 3 and not bool(sol.success)
+
+
+def test_nonfinite_model_value_at_start():
+    sol = jaxlm.least_squares(lambda p: jnp.log(p) - 1.0, jnp.array([-1.0, 2.0]))
+    assert int(sol.status) == Status.NONFINITE
+
+
+def test_trial_points_outside_the_domain_are_rejected_not_fatal():
+    # log(p) is NaN for p < 0: a full Gauss–Newton step from near 0 overshoots into it
+    sol = jaxlm.least_squares(lambda p: jnp.log(p) - jnp.array([3.0, -3.0]), jnp.array([1e-3, 5.0]))
+    assert bool(sol.success)
+    np.testing.assert_allclose(np.asarray(sol.params), np.exp([3.0, -3.0]), rtol=1e-10)
+
+
+def test_pytree_params_and_residuals():
+    t, y, _ = _batch(1)
+
+    def fun(p, t, y):
+        r = p["amp"] * jnp.exp(-p["rate"] * t) + p["offset"][0] - y
+        return {"main": r, "prior": 1e-8 * (p["offset"] - 0.0)}
+
+    x0 = {"amp": jnp.array(1.0), "rate": jnp.array(1.0), "offset": jnp.array([0.0])}
+    sol = jaxlm.least_squares(fun, x0, (t, y[0]))
+    flat = jaxlm.least_squares(_decay, jnp.array([1.0, 1.0, 0.0]), (t, y[0]))
+    assert jax.tree.structure(sol.params) == jax.tree.structure(x0)
+    np.testing.assert_allclose(float(sol.params["rate"]), float(flat.params[1]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("jac", ["fwd", "rev", "user"])
+def test_jacobian_choices_agree(jac):
+    problem = PROBLEMS["gaussian"]
+    args = as_args(problem)
+    if jac == "user":
+
+        def jac(p, x, y):  # analytic Jacobian of the Gaussian residual
+            e = jnp.exp(-0.5 * ((x - p[1]) / p[2]) ** 2)
+            u = (x - p[1]) / p[2]
+            return jnp.stack([e, p[0] * e * u / p[2], p[0] * e * u**2 / p[2]], axis=1)
+
+    sol = jaxlm.least_squares(problem.fun, jnp.asarray(problem.x0), args, jac=jac)
+    np.testing.assert_allclose(np.asarray(sol.params), problem.solution, rtol=1e-9)
+
+
+def test_init_and_step_states_have_identical_structure():
+    problem = PROBLEMS["exp_decay_noisy"]
+    args = as_args(problem)
+    for dtype in (jnp.float32, jnp.float64):
+        solver = jaxlm.LevenbergMarquardt()
+        s0 = solver.init(problem.fun, jnp.asarray(problem.x0, dtype), *[a.astype(dtype) for a in args])
+        s1 = solver.step(problem.fun, s0, *[a.astype(dtype) for a in args])
+        assert jax.tree.structure(s0) == jax.tree.structure(s1)
+        for a, b in zip(jax.tree.leaves(s0), jax.tree.leaves(s1), strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            assert a.weak_type == b.weak_type
+        assert s0.params.dtype == dtype and s0.cost.dtype == dtype and s0.status.dtype == jnp.int32
+
+
+def test_no_recompilation_on_second_call():
+    t, y, x0 = _batch(3)
+    jaxlm.least_squares(_decay, x0[0], (t, y[0]))
+    with jax.log_compiles(True):
+        import logging
+
+        records = []
+
+        class Catch(logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+
+        handler = Catch()
+        logger = logging.getLogger("jax")
+        logger.addHandler(handler)
+        try:
+            jaxlm.least_squares(_decay, x0[1], (t, y[1]))
+        finally:
+            logger.removeHandler(handler)
+    assert not [r for r in records if "Compiling" in r or "compiling" in r], records
+
+
+def test_works_under_jit():
+    t, y, x0 = _batch(2)
+    f = jax.jit(lambda p, yy: jaxlm.least_squares(_decay, p, (t, yy)).params)
+    np.testing.assert_allclose(
+        np.asarray(f(x0[0], y[0])),
+        np.asarray(jaxlm.least_squares(_decay, x0[0], (t, y[0])).params),
+        rtol=1e-12,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, word",
+    [
+        (dict(damping="identity"), ValueError, "damping"),
+        (dict(update="gsl"), ValueError, "update"),
+        (dict(linear_solver="lu"), ValueError, "linear_solver"),
+        (dict(jac="central"), ValueError, "jac"),
+        (dict(ftol=-1.0), ValueError, "ftol"),
+        (dict(max_steps=-2), ValueError, "max_steps"),
+        (dict(tau=0.0), ValueError, "tau"),
+    ],
+)
+def test_bad_options_raise_naming_the_argument(kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        jaxlm.least_squares(_decay, jnp.ones(3), (jnp.ones(4), jnp.ones(4)), **kwargs)
+
+
+def test_bad_inputs_raise_naming_the_argument():
+    with pytest.raises(TypeError, match="fun"):
+        jaxlm.least_squares("not a function", jnp.ones(3))
+    with pytest.raises(TypeError, match="args"):
+        jaxlm.least_squares(_decay, jnp.ones(3), [jnp.ones(4), jnp.ones(4)])
+    with pytest.raises(ValueError, match="x0"):
+        jaxlm.least_squares(_decay, jnp.ones(0), (jnp.ones(4), jnp.ones(4)))
+    with pytest.raises(TypeError, match="x0"):
+        jaxlm.least_squares(_decay, np.array(["a", "b"]), (jnp.ones(4), jnp.ones(4)))
+    with pytest.raises(ValueError, match="residual"):
+        jaxlm.least_squares(lambda p: jnp.zeros(0), jnp.ones(2))
+
+
+def test_integer_start_is_promoted_and_input_untouched():
+    x0 = np.array([1, 1, 0])
+    t, y, _ = _batch(1)
+    sol = jaxlm.least_squares(_decay, x0, (t, y[0]))
+    assert jnp.issubdtype(sol.params.dtype, jnp.floating)
+    np.testing.assert_array_equal(x0, [1, 1, 0])
+    assert bool(sol.success)
