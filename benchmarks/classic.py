@@ -52,9 +52,9 @@ def main(argv=None):
                 warnings.simplefilter("ignore")
                 try:
                     ref = scipy.optimize.least_squares(
-                        lambda x: np.asarray(fun(jnp.asarray(x))),
+                        lambda x: np.asarray(fun(jnp.asarray(x))),  # noqa: B023
                         x0,
-                        jac=lambda x: np.asarray(jac(jnp.asarray(x))),
+                        jac=lambda x: np.asarray(jac(jnp.asarray(x))),  # noqa: B023
                         method="lm",
                     )
                     theirs, their_nfev = 2 * float(ref.cost), int(ref.nfev)
