@@ -68,7 +68,8 @@ class Status(enum.IntEnum):
     MAX_STEPS = 4
     """The step limit was reached before any convergence test was met."""
     NONFINITE = 5
-    """The start, the residual or the Jacobian at the start is not finite (NaN/inf)."""
+    """The start, the residual, its cost ½‖r‖² or the Jacobian at the start is not
+    finite (NaN/inf)."""
     NO_PROGRESS = 6
     """Steps keep failing although the step is already at machine precision (or μ
     overflowed): no further reduction is possible, but the tolerances were not met."""
@@ -233,7 +234,9 @@ class LevenbergMarquardt:
         nd = _linalg.normal_diag(self.linear_solver, model)
         scale = _damping.update_scale(None, nd)
         mu = _damping.initial_mu(self.tau, nd, _damping.damping_diag(self.damping, scale, nd))
-        finite = jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(jac))
+        finite = (
+            jnp.all(jnp.isfinite(x)) & jnp.isfinite(cost) & jnp.all(jnp.isfinite(jac))
+        )  # a finite cost implies finite residuals; an overflowing ½‖r‖² counts as non-finite
         status = jnp.where(self._gtol_met(model, cost, gtol), Status.CONVERGED_GTOL, Status.RUNNING)
         if self.max_steps == 0:
             status = jnp.where(status == Status.RUNNING, Status.MAX_STEPS, status)

@@ -56,12 +56,12 @@ def _brown_badly_scaled(x):  # (4)
 
 def _beale(x):  # (5)
     y = jnp.array([1.5, 2.25, 2.625])
-    i = jnp.arange(1, 4)
+    i = np.arange(1, 4, dtype=np.float64)
     return y - x[0] * (1 - x[1] ** i)
 
 
 def _jennrich_sampson(x):  # (6), m = 10
-    i = jnp.arange(1, 11)
+    i = np.arange(1, 11, dtype=np.float64)
     return 2 + 2 * i - (jnp.exp(i * x[0]) + jnp.exp(i * x[1]))
 
 
@@ -74,7 +74,7 @@ _BARD_Y = np.array([0.14, 0.18, 0.22, 0.25, 0.29, 0.32, 0.35, 0.39, 0.37, 0.58, 
 
 
 def _bard(x):  # (8)
-    u = np.arange(1, 16)
+    u = np.arange(1, 16, dtype=np.float64)
     v = 16 - u
     w = np.minimum(u, v)
     return _BARD_Y - (x[0] + u / (v * x[1] + w * x[2]))
@@ -102,7 +102,7 @@ _GAUSS_Y = np.array(
 
 
 def _gaussian(x):  # (9)
-    t = (7 - np.arange(1, 16)) / 2
+    t = (7 - np.arange(1, 16, dtype=np.float64)) / 2
     return x[0] * jnp.exp(-x[1] * (t - x[2]) ** 2 / 2) - _GAUSS_Y
 
 
@@ -113,12 +113,12 @@ _MEYER_Y = np.array(
 
 
 def _meyer(x):  # (10)
-    t = 45 + 5 * np.arange(1, 17)
+    t = 45 + 5 * np.arange(1, 17, dtype=np.float64)
     return x[0] * jnp.exp(x[1] / (t + x[2])) - _MEYER_Y
 
 
 def _box3d(x):  # (12), m = 10
-    t = 0.1 * np.arange(1, 11)
+    t = 0.1 * np.arange(1, 11, dtype=np.float64)
     return jnp.exp(-t * x[0]) - jnp.exp(-t * x[1]) - x[2] * (np.exp(-t) - np.exp(-10 * t))
 
 
@@ -156,7 +156,7 @@ def _kowalik_osborne(x):  # (15)
 
 
 def _brown_dennis(x):  # (16), m = 20
-    t = np.arange(1, 21) / 5
+    t = np.arange(1, 21, dtype=np.float64) / 5
     a = x[0] + t * x[1] - np.exp(t)
     b = x[2] + x[3] * np.sin(t) - np.cos(t)
     return a**2 + b**2
@@ -202,12 +202,12 @@ _OSB1_Y = np.array(
 
 
 def _osborne1(x):  # (17)
-    t = 10.0 * np.arange(33)
+    t = 10.0 * np.arange(33, dtype=np.float64)
     return _OSB1_Y - (x[0] + x[1] * jnp.exp(-t * x[3]) + x[2] * jnp.exp(-t * x[4]))
 
 
 def _biggs_exp6(x):  # (18), m = 13
-    t = 0.1 * np.arange(1, 14)
+    t = 0.1 * np.arange(1, 14, dtype=np.float64)
     y = np.exp(-t) - 5 * np.exp(-10 * t) + 3 * np.exp(-4 * t)
     return x[2] * jnp.exp(-t * x[0]) - x[3] * jnp.exp(-t * x[1]) + x[5] * jnp.exp(-t * x[4]) - y
 
@@ -284,7 +284,7 @@ _OSB2_Y = np.array(
 
 
 def _osborne2(x):  # (19)
-    t = np.arange(65) / 10
+    t = np.arange(65, dtype=np.float64) / 10
     return _OSB2_Y - (
         x[0] * jnp.exp(-t * x[4])
         + x[1] * jnp.exp(-((t - x[8]) ** 2) * x[5])
@@ -295,9 +295,9 @@ def _osborne2(x):  # (19)
 
 def _watson(x):  # (20), m = 31
     n = x.shape[0]
-    t = np.arange(1, 30) / 29
-    j = np.arange(n)
-    dpow = np.where(j[None, :] >= 1, j[None, :] * t[:, None] ** np.maximum(j[None, :] - 1, 0), 0.0)
+    t = np.arange(1, 30, dtype=np.float64) / 29
+    j = np.arange(n, dtype=np.float64)
+    dpow = np.where(j[None, :] >= 1, j[None, :] * t[:, None] ** np.maximum(j[None, :] - 1, 0.0), 0.0)
     s1 = dpow[:, 1:] @ x[1:]
     s2 = (t[:, None] ** j[None, :]) @ x
     r = s1 - s2**2 - 1
@@ -312,24 +312,24 @@ def _penalty1(x):  # (23), n = 4, m = 5
 def _penalty2(x):  # (24), n = 4, m = 8
     n = x.shape[0]
     a = 1e-5
-    i = np.arange(2, n + 1)
+    i = np.arange(2, n + 1, dtype=np.float64)
     y = np.exp(i / 10) + np.exp((i - 1) / 10)
     mid = np.sqrt(a) * (jnp.exp(x[1:] / 10) + jnp.exp(x[:-1] / 10) - y)
     tail = np.sqrt(a) * (jnp.exp(x[1:] / 10) - np.exp(-1 / 10))
-    last = (n - np.arange(n)) @ (x**2) - 1
+    last = (n - np.arange(n, dtype=np.float64)) @ (x**2) - 1
     return jnp.concatenate([jnp.stack([x[0] - 0.2]), mid, tail, jnp.stack([last])])
 
 
 def _variably_dimensioned(x):  # (25), n = 8, m = n + 2
     n = x.shape[0]
-    j = np.arange(1, n + 1)
+    j = np.arange(1, n + 1, dtype=np.float64)
     s = j @ (x - 1)
     return jnp.concatenate([x - 1, jnp.stack([s, s**2])])
 
 
 def _trigonometric(x):  # (26), n = m = 5
     n = x.shape[0]
-    i = np.arange(1, n + 1)
+    i = np.arange(1, n + 1, dtype=np.float64)
     return n - jnp.sum(jnp.cos(x)) + i * (1 - jnp.cos(x)) - jnp.sin(x)
 
 
@@ -342,7 +342,7 @@ def _brown_almost_linear(x):  # (27), n = m = 5
 def _discrete_bv(x):  # (28), n = m = 8
     n = x.shape[0]
     h = 1 / (n + 1)
-    t = np.arange(1, n + 1) * h
+    t = np.arange(1, n + 1, dtype=np.float64) * h
     xp = jnp.concatenate([jnp.zeros(1, x.dtype), x, jnp.zeros(1, x.dtype)])
     return 2 * x - xp[:-2] - xp[2:] + h**2 * (x + t + 1) ** 3 / 2
 
