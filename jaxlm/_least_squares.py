@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm._solver import LevenbergMarquardt, LMState, is_success
+from jaxlm import _implicit
+from jaxlm._solver import LevenbergMarquardt, LMState, _check_choice, is_success
 
 
 class Solution(NamedTuple):
@@ -49,6 +50,8 @@ def least_squares(
     gtol: float | None = None,
     max_steps: int = 1000,
     tau: float = 1e-3,
+    implicit_hessian: str = "exact",
+    failed_grad: str = "nan",
 ) -> Solution:
     """Minimise ``½‖fun(params, *args)‖²`` by Levenberg–Marquardt.
 
@@ -73,6 +76,12 @@ def least_squares(
       ftol, xtol, gtol: relative tolerances; None means ``eps^(3/4)`` of the dtype.
       max_steps: maximum number of trial steps.
       tau: relative starting damping.
+      implicit_hessian: the Hessian of the implicit derivative: ``"exact"`` (default,
+        ∇²½‖r‖²) or ``"gauss_newton"`` (JᵀJ, with the matching Jᵀ∂r on the right side;
+        exact for zero-residual problems, cheaper).
+      failed_grad: the derivative of a member that did not converge: ``"nan"``
+        (default), ``"zero"`` (drop it from a shared gradient) or ``"ift"`` (apply the
+        implicit formula at the returned point anyway).
 
     Returns:
       A :class:`Solution`.
@@ -110,8 +119,10 @@ def least_squares(
         max_steps=max_steps,
         tau=tau,
     )
+    _check_choice("implicit_hessian", implicit_hessian, _implicit.HESSIANS)
+    _check_choice("failed_grad", failed_grad, _implicit.FAILED_GRADS)
     x0 = validate_problem(fun, x0, args)
-    return _solve(solver, fun, x0, args)
+    return _solve(solver, fun, implicit_hessian, failed_grad, x0, args)
 
 
 def validate_problem(fun, x0, args):
@@ -148,12 +159,18 @@ def validate_problem(fun, x0, args):
     return x0
 
 
-@jax.jit(static_argnums=(0, 1))
-def _solve(solver: LevenbergMarquardt, fun: Callable, x0, args) -> Solution:
-    state = solver.run(fun, x0, *args)
+@jax.jit(static_argnums=(0, 1, 2, 3))
+def _solve(solver: LevenbergMarquardt, fun: Callable, implicit_hessian, failed_grad, x0, args) -> Solution:
+    # The iterations see constants only (no derivative flows through the loop); the
+    # derivative of the result comes from the implicit function theorem instead.
+    state = solver.run(fun, jax.lax.stop_gradient(x0), *jax.lax.stop_gradient(args))
+    params, cost = _implicit.attach(
+        fun, implicit_hessian, failed_grad, state.params, state.cost, state.status, args
+    )
+    state = state._replace(params=params, cost=cost)
     return Solution(
-        params=state.params,
-        cost=state.cost,
+        params=params,
+        cost=cost,
         status=state.status,
         success=is_success(state.status),
         n_steps=state.n_steps,

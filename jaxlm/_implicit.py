@@ -1,0 +1,107 @@
+"""Implicit differentiation of a least-squares solution (the implicit function theorem).
+
+At a minimum ``p*(θ)`` of ``C(p, θ) = ½‖r(p, θ)‖²`` the gradient vanishes,
+``g(p*, θ) = ∇ₚC = Jᵀr = 0``.  Differentiating that identity in θ gives the tangent of
+the solution without looking at how it was found::
+
+    H ṗ = −∂θg · θ̇,        H = ∂ₚg = JᵀJ + Σᵢ rᵢ∇²rᵢ        ("exact", the default)
+
+or, dropping the terms weighted by the residuals on both sides (exact when r = 0, and
+the classical linearised error propagation of Gauss–Newton),::
+
+    JᵀJ ṗ = −Jᵀ ∂θr · θ̇                                      ("gauss_newton")
+
+So the backward pass costs one n×n solve per fit — independent of the number of LM
+steps, and without storing any of them — plus a few JVPs/VJPs of the residual.  The rule
+is a ``jax.custom_jvp`` whose tangent map is linear and built from transposable
+operations, so JAX derives reverse mode (``grad``, ``jacrev``) from it as well as forward
+mode (``jvp``, ``jacfwd``), and it batches under ``vmap``.
+
+The start ``x0`` does not influence a converged solution: its derivative is zero.  A
+member that did *not* converge is not at a stationary point, so the theorem does not
+apply there; ``failed_grad`` says what it gets instead (see :data:`FAILED_GRADS`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from jaxlm._solver import is_success
+
+HESSIANS = ("exact", "gauss_newton")
+FAILED_GRADS = ("nan", "zero", "ift")
+"""What the derivative of a member that did not converge (``success`` False) is:
+
+* ``"nan"`` (default): NaN, in forward and reverse mode alike — never silently wrong.
+* ``"zero"``: zero, as if the member were a constant; use it to train through batches in
+  which some fits may fail (their contribution to a shared gradient is dropped).
+* ``"ift"``: the implicit-function formula evaluated at the returned point anyway (for
+  members stopped by ``max_steps`` that are known to be close to converged).
+"""
+
+
+def attach(fun: Callable, hessian: str, failed_grad: str, params, cost, status, args):
+    """Return ``(params, cost)`` unchanged, made differentiable in ``args`` implicitly.
+
+    ``params``, ``cost`` and ``status`` come from a solve whose inputs were wrapped in
+    ``lax.stop_gradient``; this function gives them the implicit derivative instead.
+    """
+    return _implicit(fun, hessian, failed_grad, params, cost, status, args)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _implicit(fun, hessian, failed_grad, params, cost, status, args):
+    del fun, hessian, failed_grad, status, args
+    return params, cost
+
+
+@_implicit.defjvp
+def _implicit_jvp(fun, hessian, failed_grad, primals, tangents):
+    params, cost, status, args = primals
+    *_, dargs = tangents  # the tangents of params, cost and status are ignored: see module doc
+    ok = is_success(status)
+    p, unravel = ravel_pytree(params)
+    dtype = p.dtype
+
+    # Tangents of integer args are float0 and carry nothing; floating ones are masked for
+    # failed members so that forward and reverse mode agree (a `where` on the output
+    # alone would lose the NaN when JAX transposes this rule).
+    def mask(t):
+        if t.dtype == jax.dtypes.float0:
+            return t
+        if failed_grad == "nan":
+            return t * jnp.where(ok, 1, jnp.nan).astype(t.dtype)
+        if failed_grad == "zero":
+            return jnp.where(ok, t, jnp.zeros_like(t))
+        return t
+
+    dargs = jax.tree_util.tree_map(mask, dargs)
+
+    def residual(z, a):
+        return ravel_pytree(fun(unravel(z), *a))[0].astype(dtype)
+
+    def grad_p(z, a):
+        r, vjp = jax.vjp(lambda y: residual(y, a), z)
+        return vjp(r)[0]
+
+    if hessian == "exact":
+        rhs = jax.jvp(lambda a: grad_p(p, a), (args,), (dargs,))[1]
+        matrix = jax.jacfwd(grad_p)(p, args)
+    else:
+        dr = jax.jvp(lambda a: residual(p, a), (args,), (dargs,))[1]
+        jac = jax.jacfwd(residual)(p, args)
+        rhs = jac.T @ dr
+        matrix = jac.T @ jac
+    dp = -jnp.linalg.solve(matrix, rhs)
+    # d cost = rᵀ(J ṗ + ∂θr θ̇): one JVP of the residual in both directions together.
+    r, dr_total = jax.jvp(residual, (p, args), (dp, dargs))
+    dcost = jnp.vdot(r, dr_total)
+    if failed_grad == "zero":
+        dp = jnp.where(ok, dp, jnp.zeros_like(dp))
+        dcost = jnp.where(ok, dcost, jnp.zeros_like(dcost))
+    return (params, cost), (unravel(dp), dcost.astype(jnp.result_type(cost)))
