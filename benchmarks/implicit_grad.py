@@ -102,8 +102,16 @@ def main(argv=None):
         gi, ti, mi = measure(loss_implicit, s, x, y, x0, n)
         gu, tu, mu = measure(loss_unrolled, s, x, y, x0, n)
         rel = abs(gi - gu) / abs(gu)
-        row = dict(max_steps=n, implicit_s=ti, implicit_bytes=mi, unrolled_s=tu, unrolled_bytes=mu,
-                   grad_implicit=gi, grad_unrolled=gu, rel_diff=rel)
+        row = dict(
+            max_steps=n,
+            implicit_s=ti,
+            implicit_bytes=mi,
+            unrolled_s=tu,
+            unrolled_bytes=mu,
+            grad_implicit=gi,
+            grad_unrolled=gu,
+            rel_diff=rel,
+        )
         rows.append(row)
         line = (
             f"{n:>9} | {1e3 * ti:>11.1f} {mi / 2**20:>11.2f} | {1e3 * tu:>11.1f} {mu / 2**20:>11.2f} | "

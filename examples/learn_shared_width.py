@@ -93,8 +93,10 @@ def main(n_curves=256, iters=150, true_width=0.9, start_width=2.0, noise=0.05, s
             print(f"iter {i:4d}  width {history[-1][0]:.4f}  held-out MSE {history[-1][1]:.3e}")
     result = Result(float(jnp.exp(log_s)), true_width, np.asarray(history), float(converged))
     if verbose:
-        print(f"learned width {result.width:.4f} (true {true_width}); "
-              f"{100 * result.fits_converged:.0f}% of the {n_curves} inner fits converged")
+        print(
+            f"learned width {result.width:.4f} (true {true_width}); "
+            f"{100 * result.fits_converged:.0f}% of the {n_curves} inner fits converged"
+        )
     return result
 
 

@@ -1,5 +1,9 @@
 """jaxlm: batched, differentiable Levenberg–Marquardt least squares in JAX."""
 
+from jaxlm import models as models
+from jaxlm._fit import FitResult as FitResult
+from jaxlm._fit import curve_fit as curve_fit
+from jaxlm._fit import fit as fit
 from jaxlm._least_squares import Solution as Solution
 from jaxlm._least_squares import least_squares as least_squares
 from jaxlm._solver import LevenbergMarquardt as LevenbergMarquardt
@@ -11,12 +15,16 @@ from jaxlm._solver import is_success as is_success
 __version__ = "0.1.0"
 
 __all__ = [
+    "FitResult",
     "LMState",
     "LevenbergMarquardt",
     "Solution",
     "Status",
     "__version__",
+    "curve_fit",
     "default_tolerance",
+    "fit",
     "is_success",
     "least_squares",
+    "models",
 ]

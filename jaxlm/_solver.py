@@ -73,6 +73,12 @@ class Status(enum.IntEnum):
     NO_PROGRESS = 6
     """Steps keep failing although the step is already at machine precision (or μ
     overflowed): no further reduction is possible, but the tolerances were not met."""
+    NO_DATA = 7
+    """(fit layer) Every data point of this member is masked or omitted: nothing to fit;
+    the parameters are returned at their start."""
+    NONPOSITIVE_MODEL = 8
+    """(fit layer, Poisson estimator) At the start the model is negative somewhere, or
+    zero where counts were observed: the Poisson likelihood is undefined there."""
 
     @property
     def message(self) -> str:
@@ -87,12 +93,46 @@ _MESSAGES = {
     Status.MAX_STEPS: "stopped: max_steps reached",
     Status.NONFINITE: "failed: non-finite start, residual or Jacobian",
     Status.NO_PROGRESS: "stopped: no further reduction possible at machine precision",
+    Status.NO_DATA: "not fitted: every data point is masked or non-finite",
+    Status.NONPOSITIVE_MODEL: "failed: the model is not positive where the Poisson likelihood needs it",
 }
 
 
 def is_success(status: jax.Array) -> jax.Array:
     """True where ``status`` is one of the ``CONVERGED_*`` codes."""
     return (status >= Status.CONVERGED_FTOL) & (status <= Status.CONVERGED_GTOL)
+
+
+class Objective(NamedTuple):
+    """What ``fun`` may return instead of a plain residual, for objectives that are not
+    ``½‖r‖²`` but are minimised by the same Gauss–Newton-type model.
+
+    The step is computed from ``residual`` (r̃) and its Jacobian J̃, i.e. from the model
+    ``A = J̃ᵀJ̃``, ``g = J̃ᵀr̃``; the acceptance test, the gain ratio and ftol use ``cost``.
+    For the model to be right, ``J̃ᵀr̃`` must equal the gradient of ``cost``; J̃ᵀJ̃ is
+    whatever positive semi-definite curvature one chooses (its Fisher information, for a
+    likelihood).  The fit layer builds these for robust losses (scipy's rescaling,
+    Triggs et al. 2000) and for Poisson maximum likelihood; ``lax.stop_gradient`` on the
+    weights makes autodiff return J̃ rather than the derivative of r̃'s value.
+
+    Attributes:
+      residual: r̃, an array or pytree of arrays.
+      cost: the scalar objective (a cost of ``inf`` rejects the point).
+    """
+
+    residual: Any
+    cost: jax.Array
+
+
+def evaluate(fun: Callable, params, *args):
+    """``(r̃, cost)`` of ``fun`` at ``params``: r̃ flattened, cost ½‖r‖² unless ``fun``
+    returns an :class:`Objective`."""
+    out = fun(params, *args)
+    if isinstance(out, Objective):
+        r = ravel_pytree(out.residual)[0]
+        return r, jnp.asarray(out.cost, r.dtype)
+    r = ravel_pytree(out)[0]
+    return r, 0.5 * (r @ r)
 
 
 class LMState(NamedTuple):
@@ -188,37 +228,37 @@ class LevenbergMarquardt:
 
     # ------------------------------------------------------------------ evaluation
     def _linearise(self, fun, unravel, x, args):
-        """Residual and Jacobian of the flattened problem at flat point ``x``, one pass."""
+        """Residual, cost and Jacobian of the flattened problem at flat ``x``, one pass."""
         dtype = x.dtype
 
         def flat_fun(z):
-            r = ravel_pytree(fun(unravel(z), *args))[0]
-            return r.astype(dtype)
+            r, cost = evaluate(fun, unravel(z), *args)
+            return r.astype(dtype), cost.astype(dtype)
 
         if callable(self.jac):
-            r = flat_fun(x)
+            r, cost = flat_fun(x)
             jac = jnp.asarray(self.jac(unravel(x), *args)).astype(dtype)
-            return r, jnp.reshape(jac, (r.shape[0], x.shape[0]))
+            return r, cost, jnp.reshape(jac, (r.shape[0], x.shape[0]))
 
         def with_aux(z):
-            r = flat_fun(z)
-            return r, r
+            r, cost = flat_fun(z)
+            return r, (r, cost)
 
         jacobian = jax.jacfwd if self.jac == "fwd" else jax.jacrev
-        jac, r = jacobian(with_aux, has_aux=True)(x)
-        return r, jac
+        jac, (r, cost) = jacobian(with_aux, has_aux=True)(x)
+        return r, cost, jac
 
     def _tolerances(self, dtype):
         tol = default_tolerance(dtype)
         return tuple(tol if t is None else t for t in (self.ftol, self.xtol, self.gtol))
 
-    def _gtol_met(self, model, cost, gtol):
+    def _gtol_met(self, model, r, gtol):
         g = _linalg.gradient(self.linear_solver, model)
         nd = _linalg.normal_diag(self.linear_solver, model)
-        rnorm = jnp.sqrt(2 * cost)
+        rr = r @ r
         colnorm = jnp.sqrt(jnp.where(nd > 0, nd, 1))
         cosines = jnp.where(nd > 0, jnp.abs(g) / colnorm, 0)
-        return (cost == 0) | (jnp.max(cosines) <= gtol * rnorm)
+        return (rr == 0) | (jnp.max(cosines) <= gtol * jnp.sqrt(rr))
 
     # ------------------------------------------------------------------ init/step/run
     def init(self, fun: Callable, x0, *args) -> LMState:
@@ -228,16 +268,18 @@ class LevenbergMarquardt:
             raise TypeError(f"x0 must hold floating-point arrays, got dtype {x.dtype}")
         dtype = x.dtype
         _, _, gtol = self._tolerances(dtype)
-        r, jac = self._linearise(fun, unravel, x, args)
-        cost = 0.5 * (r @ r)
+        r, cost, jac = self._linearise(fun, unravel, x, args)
         model = _linalg.compress(self.linear_solver, jac, r)
         nd = _linalg.normal_diag(self.linear_solver, model)
         scale = _damping.update_scale(None, nd)
         mu = _damping.initial_mu(self.tau, nd, _damping.damping_diag(self.damping, scale, nd))
         finite = (
-            jnp.all(jnp.isfinite(x)) & jnp.isfinite(cost) & jnp.all(jnp.isfinite(jac))
-        )  # a finite cost implies finite residuals; an overflowing ½‖r‖² counts as non-finite
-        status = jnp.where(self._gtol_met(model, cost, gtol), Status.CONVERGED_GTOL, Status.RUNNING)
+            jnp.all(jnp.isfinite(x))
+            & jnp.isfinite(cost)
+            & jnp.all(jnp.isfinite(r))
+            & jnp.all(jnp.isfinite(jac))
+        )  # an overflowing ½‖r‖² counts as non-finite
+        status = jnp.where(self._gtol_met(model, r, gtol), Status.CONVERGED_GTOL, Status.RUNNING)
         if self.max_steps == 0:
             status = jnp.where(status == Status.RUNNING, Status.MAX_STEPS, status)
         status = jnp.where(finite, status, Status.NONFINITE).astype(jnp.int32)
@@ -273,10 +315,9 @@ class LevenbergMarquardt:
             n_evals = 2
         trial = x + step
 
-        r_new, jac_new = self._linearise(fun, unravel, trial, args)
-        cost_new = 0.5 * (r_new @ r_new)
+        r_new, cost_new, jac_new = self._linearise(fun, unravel, trial, args)
         model_new = _linalg.compress(method, jac_new, r_new)
-        finite_new = jnp.isfinite(cost_new) & jnp.all(jnp.isfinite(jac_new))
+        finite_new = jnp.isfinite(cost_new) & jnp.all(jnp.isfinite(r_new)) & jnp.all(jnp.isfinite(jac_new))
 
         model_part = 0.5 * _linalg.curvature(method, model, h)
         damping_part = mu * jnp.sum(diag * h * h)
@@ -307,7 +348,7 @@ class LevenbergMarquardt:
             & (undamped | ~accepted)
         )
         xtol_met = (undamped | ~accepted) & (step_norm <= xtol * x_norm)
-        gtol_met = accepted & self._gtol_met(model_new, cost_new, gtol)
+        gtol_met = accepted & self._gtol_met(model_new, r_new, gtol)
         stuck = ~accepted & ((step_norm <= eps * x_norm) | ~jnp.isfinite(mu_new))
         n_steps = state.n_steps + 1
 
@@ -340,7 +381,7 @@ class LevenbergMarquardt:
         dtype = x.dtype
 
         def flat_fun(z):
-            return ravel_pytree(fun(unravel(z), *args))[0].astype(dtype)
+            return evaluate(fun, unravel(z), *args)[0].astype(dtype)
 
         def directional(z):
             return jax.jvp(flat_fun, (z,), (h,))[1]

@@ -1,0 +1,806 @@
+"""Curve fitting on top of the LM core: ``jaxlm.fit`` and the scipy-compatible ``curve_fit``.
+
+What happens to one curve (every member of a batch alike, under ``vmap``):
+
+* **parameters**: the solver works on free variables ``u``; the model sees
+  ``p = where(fixed, p0, T(u))`` where T maps ℝ into the bounds (MINUIT/lmfit):
+  ``lo + (hi − lo)(sin u + 1)/2`` for two finite bounds, ``lo − 1 + √(u² + 1)`` for a
+  lower bound only, ``hi + 1 − √(u² + 1)`` for an upper bound only, identity otherwise.
+  So every iterate is inside the bounds; fixed parameters never move.
+* **weights**: ``r = (f(x, *p) − y)/σ`` for per-point σ, or ``r = L⁻¹(f − y)`` for a
+  covariance ``Σ = LLᵀ`` (scipy's transform).  Masked points contribute nothing: their
+  residual is 0 and, for a covariance, their rows and columns of Σ are replaced by the
+  identity, so ``rᵀΣ⁻¹r`` runs over the unmasked points exactly.
+* **loss** (scipy ``least_squares``): cost ``½ f_scale² Σ ρ((r/f_scale)²)``; the step uses
+  scipy's rescaled residual and Jacobian (``J̃ᵀJ̃`` a Gauss–Newton approximation of the
+  robust cost's Hessian; Triggs et al. 2000).
+* **Poisson** (Laurence & Chromy 2010, Gpufit's MLE): cost = half the deviance
+  ``Σ μ − y + y log(y/μ)``, step from ``r̃ = (μ − y)/√μ``, ``J̃ = ∂μ/√μ``: ``J̃ᵀr̃`` is the
+  deviance gradient and ``J̃ᵀJ̃`` the Fisher information.
+* **covariance**: ``pcov = (J̃ᵀJ̃)⁻¹`` in the model's parameters (not in u), from the SVD
+  of the column-equilibrated J̃ at the solution, times χ²/dof unless ``absolute_sigma``
+  (scipy's rule).  Fixed parameters get 0 rows/columns; if the data do not determine
+  the free parameters (J̃ rank deficient) or dof ≤ 0 (without absolute_sigma), every
+  free entry is ``inf``, as in scipy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlm import _implicit
+from jaxlm._least_squares import _solve
+from jaxlm._solver import LevenbergMarquardt, Objective, Status, _check_choice, is_success
+from jaxlm.models import Model
+from jaxlm.models import get as get_model
+
+LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
+ESTIMATORS = ("lse", "poisson")
+NAN_POLICIES = (None, "omit", "raise")
+_SOLVER_OPTIONS = {f.name for f in dataclasses.fields(LevenbergMarquardt)}
+_DIFF_OPTIONS = {"implicit_hessian", "failed_grad"}
+
+
+class FitResult(NamedTuple):
+    """Result of :func:`fit`; a pytree whose fields carry the batch shape of the data.
+
+    Attributes:
+      params: best-fit parameters ``(..., n)``.
+      pcov: covariance of the parameters ``(..., n, n)`` (scipy's ``pcov``).
+      perr: one-standard-deviation errors ``sqrt(diag(pcov))``.
+      chi2: ``Σ r²`` of the weighted residuals (for a robust loss twice its cost, as
+        scipy; for ``estimator="poisson"`` the deviance).
+      dof: points used minus parameters fitted (int32).
+      cost: the objective at the solution (½χ² for least squares).
+      status: :class:`jaxlm.Status` codes (int32).
+      success: ``status`` is one of the ``CONVERGED_*`` codes.
+      n_steps, n_fev: LM steps and function evaluations.
+    """
+
+    params: jax.Array
+    pcov: jax.Array
+    perr: jax.Array
+    chi2: jax.Array
+    dof: jax.Array
+    cost: jax.Array
+    status: jax.Array
+    success: jax.Array
+    n_steps: jax.Array
+    n_fev: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    """Everything static about a fit (hashable: the jit cache key besides shapes)."""
+
+    f: Callable
+    estimator: str
+    loss: str
+    f_scale: float
+    sigma_kind: str  # "none", "std", "cov"
+    sigma_batched: bool
+    absolute_sigma: bool
+    x_batched: bool
+    masked: bool
+    solver: LevenbergMarquardt
+    implicit_hessian: str
+    failed_grad: str
+
+
+# --------------------------------------------------------------------------- public API
+def fit(
+    f,
+    xdata,
+    ydata,
+    p0=None,
+    *,
+    sigma=None,
+    absolute_sigma: bool = False,
+    bounds=(-np.inf, np.inf),
+    mask=None,
+    loss: str = "linear",
+    f_scale: float = 1.0,
+    estimator: str = "lse",
+    fixed=None,
+    nan_policy: str | None = None,
+    xdata_batched: bool | None = None,
+    **solver_options,
+) -> FitResult:
+    """Fit ``ydata ≈ f(xdata, *params)`` for one curve or a whole batch at once.
+
+    Batching: ``ydata`` is ``(..., m)``; its leading axes are independent fits, each with
+    its own status (a failing member never disturbs the others).  ``xdata`` is either
+    *shared* by all fits — ``(m,)``, or ``(k, m)`` for k-dimensional points such as a
+    ``(2, m)`` pixel grid — or *per fit*, with ydata's batch axes in front:
+    ``(..., m)`` / ``(..., k, m)``.  The rule: if xdata does not start with ydata's batch
+    shape it is shared; if it does, it is per fit unless evaluating ``f`` shows that
+    only the shared reading gives ``m`` values; when both readings are possible (e.g.
+    ydata ``(2, m)`` and xdata ``(2, m)`` for a model that accepts either) pass
+    ``xdata_batched=True/False``, else a ``ValueError`` asks you to.  ``p0``, ``bounds``,
+    ``fixed``, ``sigma`` and ``mask`` are shared when they have no batch axes, per fit
+    when they start with the batch shape.
+
+    Args:
+      f: ``f(x, *params) -> (m,)`` written with ``jax.numpy``; or a
+        :class:`jaxlm.models.Model` or the name of one (``jaxlm.models.names()``).
+      xdata: the independent variable (see batching above).
+      ydata: ``(..., m)`` data.
+      p0: start ``(n,)`` or ``(..., n)``.  ``None``: the model's guess from the data for
+        built-in models; otherwise ones (scipy), or the middle of finite bounds.
+      sigma: per-point standard deviations ``(m,)``/``(..., m)`` or a covariance
+        ``(m, m)``/``(..., m, m)`` of ydata's errors (scipy's semantics).
+      absolute_sigma: ``False`` (scipy's default): ``pcov`` is scaled by χ²/dof, i.e.
+        sigma gives only relative weights.  ``True``: sigma is absolute, ``pcov`` is
+        ``(J̃ᵀJ̃)⁻¹``.  (Ignored by the Poisson estimator, whose variances are absolute.)
+      bounds: ``(lower, upper)`` scalars, ``(n,)`` or ``(..., n)`` arrays (scipy's
+        format); every iterate stays inside; a ``p0`` outside is an error.  ``pcov`` is
+        computed from the curvature at the solution as if unconstrained (as scipy's
+        ``trf``): at an active bound it describes the unconstrained quadratic model and
+        overstates the uncertainty on the bound's side.
+      mask: boolean ``(m,)`` or ``(..., m)``: False points are ignored by the fit and by
+        dof (ragged data).  A member with no True point gets ``Status.NO_DATA``.
+      loss: ``"linear"``, ``"soft_l1"``, ``"huber"``, ``"cauchy"`` or ``"arctan"``.
+      f_scale: soft margin between inlier and outlier residuals (in units of σ).
+      estimator: ``"lse"`` (least squares) or ``"poisson"`` (maximum likelihood for
+        counts, ``ydata ≥ 0``; a start where the model is negative, or zero at a
+        positive count, gets ``Status.NONPOSITIVE_MODEL``).
+      fixed: boolean ``(n,)`` or ``(..., n)``: True parameters stay at ``p0``
+        (Gpufit's ``parameters_to_fit`` inverted); their pcov rows are 0.
+      nan_policy: ``None``: non-finite data make that member ``NONFINITE``;
+        ``"omit"``: non-finite points are masked; ``"raise"``: ``ValueError``.
+      xdata_batched: force the reading of ``xdata`` (see batching).
+      **solver_options: options of :func:`jaxlm.least_squares` (``damping``,
+        ``max_steps``, ``ftol``, …, ``implicit_hessian``, ``failed_grad``).
+
+    Returns:
+      :class:`FitResult`.  Differentiable (implicitly, see :func:`jaxlm.least_squares`)
+      with respect to ``ydata``, ``xdata`` and ``sigma``.
+
+    Raises:
+      TypeError: ``f`` is not callable (or not JAX-traceable), ``mask``/``fixed`` are
+        not boolean, or an option is unknown.
+      ValueError: shapes do not match (naming the argument), ``sigma`` ≤ 0 or not
+        positive definite, lower > upper bounds, ``p0`` outside the bounds, an unknown
+        model, loss, estimator or nan_policy.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxlm
+      >>> x = jnp.linspace(-3, 3, 50)
+      >>> ys = jnp.stack([jaxlm.models.gaussian(x, a, 0.2, 0.8, 0.1) for a in (1.0, 2.0)])
+      >>> res = jaxlm.fit("gaussian", x, ys)
+      >>> res.params.shape, [round(float(v), 3) for v in res.params[1]]
+      ((2, 4), [2.0, 0.2, 0.8, 0.1])
+
+    References:
+      scipy.optimize.curve_fit and least_squares (the semantics of sigma, pcov, loss).
+      Laurence & Chromy, "Efficient maximum likelihood estimator fitting of
+      histograms", Nature Methods 7, 338 (2010).
+    """
+    model, fn = _resolve_model(f)
+    cfg_options, solver = _solver_from_options(solver_options)
+    _check_choice("loss", loss, LOSSES)
+    _check_choice("estimator", estimator, ESTIMATORS)
+    _check_choice("nan_policy", nan_policy, NAN_POLICIES)
+    if not (isinstance(f_scale, int | float) and not isinstance(f_scale, bool) and f_scale > 0):
+        raise ValueError(f"f_scale must be a positive number, got {f_scale!r}")
+    if estimator == "poisson" and sigma is not None:
+        raise ValueError("sigma: the Poisson estimator takes no sigma (the variance of a count is its mean)")
+    if estimator == "poisson" and loss != "linear":
+        raise ValueError(f"loss: the Poisson estimator takes no robust loss, got loss={loss!r}")
+
+    prep = _prepare(
+        fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy, xdata_batched, estimator
+    )
+    cfg = _Config(
+        f=fn,
+        estimator=estimator,
+        loss=loss,
+        f_scale=float(f_scale),
+        sigma_kind=prep.sigma_kind,
+        sigma_batched=prep.sigma_batched,
+        absolute_sigma=bool(absolute_sigma),
+        x_batched=prep.x_batched,
+        masked=prep.mask is not None,
+        solver=solver,
+        **cfg_options,
+    )
+    return _fit_batch(
+        cfg, prep.batch, prep.x, prep.y, prep.p0, prep.sigma, prep.mask, prep.lo, prep.hi, prep.fixed
+    )
+
+
+def curve_fit(
+    f,
+    xdata,
+    ydata,
+    p0=None,
+    sigma=None,
+    absolute_sigma=False,
+    check_finite=None,
+    bounds=(-np.inf, np.inf),
+    method=None,
+    jac=None,
+    *,
+    full_output=False,
+    nan_policy=None,
+    **kwargs,
+):
+    """Drop-in for ``scipy.optimize.curve_fit``: same arguments, returns ``(popt, pcov)``.
+
+    ``f`` must be written with ``jax.numpy`` (it is differentiated exactly, so ``jac``
+    must be None or one of scipy's finite-difference names, which are not needed).  A
+    leading batch shape on ``ydata``/``p0`` fits independent curves at once (see
+    :func:`fit` for the batching rule and for the extra keywords ``mask``, ``loss``,
+    ``f_scale``, ``estimator``, ``fixed`` and the solver options, all accepted here).
+
+    As scipy: ``method`` may be ``None``, ``"lm"``, ``"trf"`` or ``"dogbox"`` (all run
+    jaxlm's LM; ``"lm"`` with bounds is an error, as in scipy); ``maxfev``/``max_nfev``
+    map to ``max_steps``; ``check_finite=True`` (the default without ``nan_policy``)
+    raises on non-finite data; a single fit that does not converge raises
+    ``RuntimeError("Optimal parameters not found: …")``.  A batch never raises for a
+    failed member: use :func:`fit` to see each member's status.  ``full_output=True``
+    returns ``(popt, pcov, infodict, mesg, ier)`` with ``infodict`` holding ``nfev``
+    and ``fvec`` and ``ier`` the :class:`jaxlm.Status` code.
+
+    Difference from scipy: the result keeps the input's float dtype (scipy casts to
+    float64 first); pass float64 data with ``jax_enable_x64`` on for scipy's precision.
+    """
+    if method not in (None, "lm", "trf", "dogbox"):
+        raise ValueError(f"method must be None, 'lm', 'trf' or 'dogbox', got {method!r}")
+    if jac is not None and not (isinstance(jac, str) and jac in ("2-point", "3-point", "cs")):
+        raise ValueError(
+            "jac: jaxlm differentiates f exactly with JAX; pass jac=None (a callable Jacobian is not used)"
+        )
+    lo, hi = _bounds_pair(bounds)
+    if method == "lm" and (np.any(np.asarray(lo) > -np.inf) or np.any(np.asarray(hi) < np.inf)):
+        raise ValueError("Method 'lm' only works for unconstrained problems. Use 'trf' or 'dogbox' instead.")
+    for scipy_name in ("maxfev", "max_nfev"):
+        if scipy_name in kwargs:
+            value = kwargs.pop(scipy_name)
+            if value is not None:
+                kwargs["max_steps"] = int(value)
+    if check_finite is None:
+        check_finite = nan_policy is None
+    if check_finite:
+        for name, value in (("ydata", ydata), ("xdata", xdata)):
+            if _is_concrete(value) and not np.all(np.isfinite(np.asarray(value, dtype=float))):
+                raise ValueError(f"{name} must not contain infs or NaNs (check_finite=True)")
+    res = fit(
+        f,
+        xdata,
+        ydata,
+        p0,
+        sigma=sigma,
+        absolute_sigma=absolute_sigma,
+        bounds=bounds,
+        nan_policy=nan_policy,
+        **kwargs,
+    )
+    if res.status.ndim == 0 and _is_concrete(res.status) and not bool(res.success):
+        raise RuntimeError("Optimal parameters not found: " + Status(int(res.status)).message)
+    if full_output:
+        model, fn = _resolve_model(f)
+        del model
+        fvec = _weighted_residuals(fn, xdata, ydata, res.params, sigma)
+        infodict = {"nfev": res.n_fev, "fvec": fvec}
+        mesg = Status(int(res.status)).message if res.status.ndim == 0 else "see ier per member"
+        return res.params, res.pcov, infodict, mesg, res.status
+    return res.params, res.pcov
+
+
+# --------------------------------------------------------------------------- validation
+class _Prepared(NamedTuple):
+    batch: tuple
+    x: Any
+    y: Any
+    p0: Any
+    sigma: Any
+    mask: Any
+    lo: Any
+    hi: Any
+    fixed: Any
+    sigma_kind: str
+    sigma_batched: bool
+    x_batched: bool
+
+
+def _is_concrete(value) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def _resolve_model(f):
+    if isinstance(f, str):
+        model = get_model(f)
+        return model, model.fn
+    if isinstance(f, Model):
+        return f, f.fn
+    if not callable(f):
+        raise TypeError(f"f must be callable or the name of a built-in model, got {type(f).__name__}")
+    return None, f
+
+
+def _solver_from_options(options):
+    unknown = set(options) - _SOLVER_OPTIONS - _DIFF_OPTIONS
+    if unknown:
+        raise TypeError(f"unknown keyword argument(s): {', '.join(sorted(unknown))}")
+    diff = {
+        "implicit_hessian": options.pop("implicit_hessian", "exact"),
+        "failed_grad": options.pop("failed_grad", "nan"),
+    }
+    _check_choice("implicit_hessian", diff["implicit_hessian"], _implicit.HESSIANS)
+    _check_choice("failed_grad", diff["failed_grad"], _implicit.FAILED_GRADS)
+    return diff, LevenbergMarquardt(**options)
+
+
+def _float_dtype(*values):
+    dtypes = [jnp.asarray(v).dtype for v in values if v is not None]
+    dtypes = [d for d in dtypes if jnp.issubdtype(d, jnp.floating)]
+    return jnp.result_type(*dtypes) if dtypes else jnp.result_type(float)
+
+
+def _as_float(name, value, dtype):
+    try:
+        arr = jnp.asarray(value)
+    except TypeError as err:
+        raise TypeError(f"{name} must be an array of numbers: {err}") from None
+    if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
+        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
+    return arr.astype(dtype)
+
+
+def _as_bool(name, value, shapes, batch):
+    arr = jnp.asarray(value)
+    if arr.dtype != jnp.bool_:
+        raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
+    if arr.shape not in shapes:
+        raise ValueError(f"{name} has shape {arr.shape}; expected {' or '.join(map(str, shapes))}")
+    return arr if arr.shape == shapes[-1] else jnp.broadcast_to(arr, shapes[-1])
+
+
+def _per_fit_shape(name, arr, inner, batch):
+    """Broadcast a shared ``inner`` or a per-fit ``batch + inner`` array to batch + inner."""
+    if arr.shape == inner:
+        return jnp.broadcast_to(arr, batch + inner)
+    if arr.shape == batch + inner:
+        return arr
+    want = f"{inner}" + (f" or {batch + inner}" if batch else "")
+    raise ValueError(f"{name} has shape {arr.shape}; expected {want}")
+
+
+def _bounds_pair(bounds):
+    if not (isinstance(bounds, tuple | list) and len(bounds) == 2):
+        raise ValueError("bounds must be a pair (lower, upper) of scalars or arrays")
+    return bounds
+
+
+def _n_params(fn, model, p0):
+    if p0 is not None:
+        shape = np.shape(p0)
+        if len(shape) == 0:
+            return 1
+        return shape[-1]
+    if model is not None:
+        return model.n_params
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        raise ValueError("p0: cannot determine the number of parameters of f; pass p0") from None
+    params = list(sig.parameters.values())
+    if any(p.kind == p.VAR_POSITIONAL for p in params) or len(params) < 2:
+        raise ValueError("p0: cannot determine the number of parameters of f from its signature; pass p0")
+    return len(params) - 1
+
+
+def _model_shape(fn, x, n, dtype):
+    """Shape of ``f(x, *p)`` for ``x`` of this shape, or the exception that f raised."""
+    try:
+        out = jax.eval_shape(
+            fn, jax.ShapeDtypeStruct(x.shape, x.dtype), *[jax.ShapeDtypeStruct((), dtype)] * n
+        )
+    except jax.errors.TracerArrayConversionError as err:
+        raise TypeError(
+            f"f must be written with jax.numpy (it is traced and differentiated): {err}"
+        ) from None
+    except jax.errors.ConcretizationTypeError as err:
+        raise TypeError(f"f must be traceable by JAX (no Python control flow on its inputs): {err}") from None
+    except (TypeError, IndexError, ValueError) as err:
+        return err
+    return tuple(getattr(out, "shape", ()))
+
+
+def _read_x(fn, x, m, n, batch, forced, dtype):
+    """Decide whether x is shared or per fit (see :func:`fit`); check its length."""
+    nb = len(batch)
+    if x.ndim == 0 or x.shape[-1] != m:
+        raise ValueError(
+            f"xdata has shape {x.shape}: its last axis must have the {m} points of ydata (…, {m})"
+        )
+    candidates = []  # True: one x per fit, False: shared
+    if forced is not False and nb and x.shape[:nb] == batch and x.ndim > nb:
+        candidates.append(True)
+    elif forced:
+        raise ValueError(
+            f"xdata_batched=True, but xdata {x.shape} does not start with the batch shape {batch}"
+        )
+    if forced is not True:
+        candidates.append(False)
+    shapes = {c: _model_shape(fn, x[(0,) * nb] if c else x, n, dtype) for c in candidates}
+    fits = [c for c in candidates if shapes[c] == (m,)]
+    if len(fits) == 1:
+        return fits[0]
+    if len(fits) == 2:
+        raise ValueError(
+            f"xdata {x.shape} can be read as shared by the {batch} fits or as one x per fit, and f accepts "
+            "both: pass xdata_batched=True or False"
+        )
+    outcome = shapes[candidates[-1]]
+    if isinstance(outcome, Exception):
+        raise ValueError(f"f(xdata, *p0) fails for xdata of shape {x.shape} and {n} parameters: {outcome}")
+    raise ValueError(f"f(xdata, *p0) returns shape {outcome}; expected ({m},) to match ydata (…, {m})")
+
+
+def _prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy, forced, estimator):
+    dtype = _float_dtype(ydata, p0, xdata if xdata is not None else None)
+    y = _as_float("ydata", ydata, dtype)
+    if y.ndim == 0 or y.shape[-1] == 0:
+        raise ValueError(f"ydata must have at least one point on its last axis, got shape {y.shape}")
+    batch, m = y.shape[:-1], y.shape[-1]
+    if xdata is None:
+        raise ValueError("xdata must be given")
+    x = _as_float("xdata", xdata, dtype)
+    n = _n_params(fn, model, p0)
+    if n == 0:
+        raise ValueError("p0 must have at least one parameter")
+    x_batched = _read_x(fn, x, m, n, batch, forced, dtype)
+    if x_batched and x.ndim < len(batch) + 1:
+        raise ValueError(f"xdata {x.shape} is too short for {batch} fits of {m} points")
+
+    # bounds
+    lo, hi = _bounds_pair(bounds)
+    lo = _as_float("bounds", lo, dtype)
+    hi = _as_float("bounds", hi, dtype)
+    lo = _per_fit_shape("bounds (lower)", lo if lo.ndim else jnp.full((n,), lo), (n,), batch)
+    hi = _per_fit_shape("bounds (upper)", hi if hi.ndim else jnp.full((n,), hi), (n,), batch)
+    if _is_concrete((lo, hi)) and np.any(np.asarray(lo) >= np.asarray(hi)):
+        raise ValueError("bounds: each lower bound must be strictly less than its upper bound")
+
+    # mask (and NaN policy) before the guess, which must ignore masked points
+    if mask is not None:
+        mask = _as_bool("mask", mask, [(m,), batch + (m,)], batch)
+    if nan_policy is not None and _is_concrete((x, y)):
+        finite_y = np.isfinite(np.asarray(y))
+        # a point is finite when all its coordinates are: reduce x over its non-batch,
+        # non-point axes, giving (m,) for a shared x and batch + (m,) for one per fit
+        first = len(batch) if x_batched else 0
+        finite_x = np.isfinite(np.asarray(x)).all(axis=tuple(range(first, x.ndim - 1)))
+        finite = finite_y & np.broadcast_to(finite_x, finite_y.shape)
+        if nan_policy == "raise" and not finite.all():
+            raise ValueError("ydata/xdata contain NaN or inf (nan_policy='raise')")
+        if nan_policy == "omit" and not finite.all():
+            mask = jnp.asarray(finite) if mask is None else mask & jnp.asarray(finite)
+    if estimator == "poisson" and _is_concrete(y):
+        yv = np.asarray(y)
+        if np.any(yv[np.isfinite(yv)] < 0):
+            raise ValueError("ydata: the Poisson estimator needs counts ≥ 0")
+
+    # p0
+    if p0 is None:
+        if model is not None:
+            y_for_guess = y if mask is None else jnp.where(mask, y, jnp.nan)
+            p0 = model.guess(x, y_for_guess).astype(dtype)
+        else:
+            # scipy: ones, or the middle of finite bounds (one bound: one unit inside it)
+            shared_lo, shared_hi = lo, hi
+            p0 = jnp.where(
+                jnp.isfinite(shared_lo) & jnp.isfinite(shared_hi),
+                0.5 * (shared_lo + shared_hi),
+                jnp.where(
+                    jnp.isfinite(shared_lo),
+                    shared_lo + 1,
+                    jnp.where(jnp.isfinite(shared_hi), shared_hi - 1, jnp.ones_like(lo)),
+                ),
+            )
+    p0 = _as_float("p0", p0, dtype)
+    if p0.ndim == 0:
+        p0 = p0[None]
+    if model is not None and p0.shape[-1] != model.n_params:
+        raise ValueError(
+            f"p0 has {p0.shape[-1]} parameters; model {model.name!r} has {model.n_params} "
+            f"({', '.join(model.param_names)})"
+        )
+    if p0.shape not in ((n,), batch + (n,)):
+        raise ValueError(
+            f"p0 has shape {p0.shape}; expected ({n},) or the batch shape of ydata "
+            f"{batch} followed by {n}: {batch + (n,)}"
+        )
+    p0 = jnp.broadcast_to(p0, batch + (n,))
+    if _is_concrete((p0, lo, hi)):
+        p, l_, h_ = np.asarray(p0), np.asarray(lo), np.asarray(hi)
+        outside = (p < l_) | (p > h_)
+        if np.any(outside):
+            raise ValueError(f"p0 is outside the bounds at {int(outside.sum())} parameter(s)")
+
+    if fixed is not None:
+        fixed = _as_bool("fixed", fixed, [(n,), batch + (n,)], batch)
+    else:
+        fixed = jnp.zeros(batch + (n,), bool)
+    fixed = jnp.broadcast_to(fixed, batch + (n,))
+
+    # sigma
+    sigma_kind, sigma_batched = "none", False
+    if sigma is not None:
+        sigma = _as_float("sigma", sigma, dtype)
+        if sigma.shape in ((), (1,)):
+            sigma = jnp.broadcast_to(jnp.reshape(sigma, ()), (m,))
+        if sigma.shape == y.shape or sigma.shape == (m,):
+            sigma_kind, sigma_batched = "std", sigma.shape == y.shape and bool(batch)
+            if _is_concrete(sigma) and not np.all(np.asarray(sigma) > 0):
+                raise ValueError("sigma must be > 0 (and finite) at every point")
+            if _is_concrete(sigma) and not np.all(np.isfinite(np.asarray(sigma))):
+                raise ValueError("sigma must be finite")
+        elif sigma.shape in ((m, m), batch + (m, m)):
+            sigma_kind, sigma_batched = "cov", sigma.shape == batch + (m, m) and bool(batch)
+            if _is_concrete(sigma):
+                s = np.asarray(sigma, dtype=float)
+                if not np.allclose(s, np.swapaxes(s, -1, -2)):
+                    raise ValueError("sigma (a covariance matrix) must be symmetric")
+                try:
+                    np.linalg.cholesky(s)
+                except np.linalg.LinAlgError:
+                    raise ValueError("sigma (a covariance matrix) must be positive definite") from None
+        else:
+            raise ValueError(
+                f"sigma has shape {sigma.shape}; expected ({m},) or {y.shape} (standard deviations) "
+                f"or ({m}, {m}) / {batch + (m, m)} (a covariance)"
+            )
+    return _Prepared(batch, x, y, p0, sigma, mask, lo, hi, fixed, sigma_kind, sigma_batched, x_batched)
+
+
+# --------------------------------------------------------------------------- the computation
+@jax.jit(static_argnums=(0, 1))
+def _fit_batch(cfg: _Config, batch, x, y, p0, sigma, mask, lo, hi, fixed) -> FitResult:
+    size = math.prod(batch)
+    m = y.shape[-1]
+    flat = lambda a, inner: jnp.reshape(a, (size,) + inner)  # noqa: E731
+    n = p0.shape[-1]
+    y_f, p0_f, lo_f, hi_f, fixed_f = (
+        flat(y, (m,)),
+        flat(p0, (n,)),
+        flat(lo, (n,)),
+        flat(hi, (n,)),
+        flat(fixed, (n,)),
+    )
+    x_f = flat(x, x.shape[len(batch) :]) if cfg.x_batched else x
+    mask_f = None if mask is None else (flat(mask, (m,)) if mask.shape != (m,) else mask)
+    sigma_f = sigma
+    if cfg.sigma_kind != "none" and cfg.sigma_batched:
+        sigma_f = flat(sigma, sigma.shape[len(batch) :])
+    in_axes = (
+        0 if cfg.x_batched else None,
+        0,
+        0,
+        (0 if cfg.sigma_batched else None) if sigma is not None else None,
+        (0 if mask.shape != (m,) else None) if mask is not None else None,
+        0,
+        0,
+        0,
+    )
+    out = jax.vmap(lambda *a: _fit_one(cfg, *a), in_axes=in_axes)(
+        x_f, y_f, p0_f, sigma_f, mask_f, lo_f, hi_f, fixed_f
+    )
+    return jax.tree_util.tree_map(lambda a: jnp.reshape(a, batch + a.shape[1:]), out)
+
+
+def _to_params(u, p0, lo, hi, fixed):
+    """T(u) into the bounds (see module docstring); fixed parameters stay at p0."""
+    has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
+    lo_s = jnp.where(has_lo, lo, 0)  # finite stand-ins keep unselected branches finite
+    hi_s = jnp.where(has_hi, hi, 1)
+    both = lo_s + (hi_s - lo_s) * (jnp.sin(u) + 1) / 2
+    root = jnp.sqrt(u * u + 1)
+    p = jnp.where(
+        has_lo & has_hi, both, jnp.where(has_lo, lo_s - 1 + root, jnp.where(has_hi, hi_s + 1 - root, u))
+    )
+    return jnp.where(fixed, p0, p)
+
+
+def _to_free(p, lo, hi):
+    """Inverse of :func:`_to_params` (p inside the bounds; a start on a bound is nudged)."""
+    has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
+    lo_s = jnp.where(has_lo, lo, 0)
+    hi_s = jnp.where(has_hi, hi, 1)
+    eps = jnp.finfo(p.dtype).eps
+    t = jnp.clip(2 * (p - lo_s) / (hi_s - lo_s) - 1, -1 + 64 * eps, 1 - 64 * eps)
+    both = jnp.arcsin(t)
+    # u = 0 (p on its bound) would be a stationary point of T: start just inside
+    below = jnp.maximum(jnp.sqrt(jnp.maximum((p - lo_s + 1) ** 2 - 1, 0)), jnp.sqrt(eps))
+    above = jnp.maximum(jnp.sqrt(jnp.maximum((hi_s - p + 1) ** 2 - 1, 0)), jnp.sqrt(eps))
+    return jnp.where(has_lo & has_hi, both, jnp.where(has_lo, below, jnp.where(has_hi, above, p)))
+
+
+def _robust(loss, z):
+    """ρ(z), ρ'(z), ρ''(z) of scipy's losses at z = (r/f_scale)² (safe in every branch)."""
+    if loss == "soft_l1":
+        t = 1 + z
+        return 2 * (jnp.sqrt(t) - 1), 1 / jnp.sqrt(t), -0.5 * t**-1.5
+    if loss == "huber":
+        big = z > 1
+        zs = jnp.where(big, z, 1)
+        return (
+            jnp.where(big, 2 * jnp.sqrt(zs) - 1, z),
+            jnp.where(big, 1 / jnp.sqrt(zs), 1),
+            jnp.where(big, -0.5 * zs**-1.5, 0),
+        )
+    if loss == "cauchy":
+        t = 1 + z
+        return jnp.log1p(z), 1 / t, -1 / t**2
+    if loss == "arctan":
+        t = 1 + z * z
+        return jnp.arctan(z), 1 / t, -2 * z / t**2
+    raise ValueError(loss)
+
+
+def _whiten(cfg, raw, sigma_term):
+    """Weighted residual: raw/σ or L⁻¹·raw."""
+    if cfg.sigma_kind == "std":
+        return raw * sigma_term
+    if cfg.sigma_kind == "cov":
+        return jax.scipy.linalg.solve_triangular(sigma_term, raw, lower=True)
+    return raw
+
+
+def _objective(cfg, p, x, y, sigma_term, valid):
+    """The residual (or :class:`Objective`) of one curve as a function of the model's p."""
+    model = cfg.f(x, *[p[i] for i in range(p.shape[0])])
+    model = jnp.asarray(model).astype(y.dtype)
+    if cfg.estimator == "poisson":
+        eps = jnp.finfo(y.dtype).eps
+        bad = jnp.any(valid & ((model < 0) | ((model == 0) & (y > 0))))
+        mu_safe = jnp.where(valid & (model > 0), model, 1)
+        y_safe = jnp.where(valid, y, 0)
+        # xlogy(y, y/μ): 0 where y = 0
+        terms = jnp.where(valid, mu_safe - y_safe + jax.scipy.special.xlogy(y_safe, y_safe / mu_safe), 0)
+        terms = jnp.where(valid & (model == 0), 0, terms)  # μ = 0 = y: no contribution
+        cost = jnp.where(bad, jnp.inf, jnp.sum(terms))
+        floor = eps * jnp.max(jnp.where(valid, jnp.abs(model), 0)) + jnp.finfo(y.dtype).tiny
+        weight = jax.lax.stop_gradient(1 / jnp.sqrt(jnp.maximum(jnp.where(valid, model, 1), floor)))
+        r = jnp.where(valid, (model - y_safe) * weight, 0)
+        return Objective(residual=r, cost=cost)
+    raw = jnp.where(valid, model - y, 0)
+    r = _whiten(cfg, raw, sigma_term)
+    if cfg.sigma_kind == "std":
+        r = jnp.where(valid, r, 0)
+    if cfg.loss == "linear":
+        return r
+    fs = jnp.asarray(cfg.f_scale, r.dtype)
+    z = (r / fs) ** 2
+    rho0, rho1, rho2 = _robust(cfg.loss, z)
+    cost = 0.5 * fs**2 * jnp.sum(rho0)
+    rho2 = rho2 / fs**2
+    eps = jnp.finfo(r.dtype).eps
+    rs = jax.lax.stop_gradient(r)
+    j_scale = jax.lax.stop_gradient(jnp.sqrt(jnp.maximum(rho1 + 2 * rho2 * rs**2, eps)))
+    # value r·ρ'/J_scale (scipy's rescaled residual), derivative J_scale·J
+    shift = jax.lax.stop_gradient(rs * (jax.lax.stop_gradient(rho1) / j_scale - j_scale))
+    return Objective(residual=j_scale * r + shift, cost=cost)
+
+
+def _fit_one(cfg: _Config, x, y, p0, sigma, mask, lo, hi, fixed) -> FitResult:
+    dtype = y.dtype
+    m, n = y.shape[0], p0.shape[0]
+    valid = jnp.ones((m,), bool) if mask is None else mask
+    if cfg.masked:  # masked points may hold NaN: keep them out of every derivative
+        y = jnp.where(valid, y, 0)
+        x = jnp.where(jnp.broadcast_to(valid, x.shape) | jnp.isfinite(x), x, 0)
+    if cfg.sigma_kind == "std":
+        sigma_term = 1 / jnp.where(valid, sigma, 1)
+    elif cfg.sigma_kind == "cov":
+        pair = valid[:, None] & valid[None, :]
+        cov = jnp.where(pair, sigma, jnp.eye(m, dtype=dtype))
+        sigma_term = jnp.linalg.cholesky(cov)
+    else:
+        sigma_term = None
+    n_valid = jnp.sum(valid).astype(jnp.int32)
+
+    def residual_u(u, x, y, sigma_term, valid, p0, lo, hi, fixed):
+        return _objective(cfg, _to_params(u, p0, lo, hi, fixed), x, y, sigma_term, valid)
+
+    u0 = _to_free(p0, lo, hi)
+    sol = _solve(
+        cfg.solver,
+        residual_u,
+        cfg.implicit_hessian,
+        cfg.failed_grad,
+        u0,
+        (x, y, sigma_term, valid, p0, lo, hi, fixed),
+    )
+    params = _to_params(sol.params, p0, lo, hi, fixed)
+
+    # covariance from the model's Jacobian in p at the solution
+    def r_of_p(p):
+        out = _objective(cfg, p, x, y, sigma_term, valid)
+        return out.residual if isinstance(out, Objective) else out
+
+    jac = jax.jacfwd(r_of_p)(params)
+    jac = jnp.where(fixed[None, :], 0, jac)
+    cost = sol.cost
+    chi2 = 2 * cost
+    n_free = n - jnp.sum(fixed).astype(jnp.int32)
+    dof = n_valid - n_free
+    pcov = _covariance(jac, fixed)
+    if cfg.estimator == "lse" and not cfg.absolute_sigma:
+        s_sq = jnp.where(dof > 0, chi2 / jnp.maximum(dof, 1).astype(dtype), jnp.inf)
+        pcov = jnp.where(fixed[:, None] | fixed[None, :], pcov, pcov * s_sq)
+    perr = jnp.sqrt(jnp.diagonal(pcov))
+
+    status = sol.status
+    if cfg.estimator == "poisson":
+        mu0 = jnp.asarray(cfg.f(x, *[p0[i] for i in range(n)])).astype(dtype)
+        nonpositive = jnp.any(valid & ((mu0 < 0) | ((mu0 == 0) & (y > 0))))
+        status = jnp.where((status == Status.NONFINITE) & nonpositive, Status.NONPOSITIVE_MODEL, status)
+    no_data = n_valid == 0
+    status = jnp.where(no_data, Status.NO_DATA, status).astype(jnp.int32)
+    params = jnp.where(no_data, p0, params)
+    return FitResult(
+        params=params,
+        pcov=pcov,
+        perr=perr,
+        chi2=chi2,
+        dof=dof,
+        cost=cost,
+        status=status,
+        success=is_success(status),
+        n_steps=sol.n_steps,
+        n_fev=sol.n_fev,
+    )
+
+
+def _covariance(jac, fixed):
+    """``(JᵀJ)⁻¹`` over the free parameters, 0 rows/columns for fixed ones.
+
+    As scipy's ``curve_fit``: if the free columns of J are rank deficient (a parameter
+    the data do not determine, or two that only act together) every free entry is
+    ``inf``.  The SVD is of the column-equilibrated J, so the rank test does not depend
+    on the parameters' units; fixed columns are replaced by unit columns orthogonal to
+    the rest (extra identity rows), which leaves the free block's inverse unchanged.
+    """
+    m, n = jac.shape
+    dtype = jac.dtype
+    eps = jnp.finfo(dtype).eps
+    norms = jnp.sqrt(jnp.sum(jac * jac, axis=0))
+    zero = norms == 0
+    scale = jnp.where(fixed | zero, 1, 1 / jnp.where(zero, 1, norms))
+    j_eq = jnp.concatenate(
+        [jnp.where(fixed[None, :], 0, jac * scale[None, :]), jnp.diag(fixed.astype(dtype))], axis=0
+    )
+    _, s, vt = jnp.linalg.svd(j_eq, full_matrices=False)
+    singular = s[-1] <= eps * max(m, n) * s[0]
+    s_safe = jnp.where(singular, 1, s)
+    cov = (vt.T / s_safe[None, :] ** 2) @ vt * scale[:, None] * scale[None, :]
+    cov = jnp.where(singular | ~jnp.all(jnp.isfinite(cov)), jnp.inf, cov)
+    return jnp.where(fixed[:, None] | fixed[None, :], 0, cov)
+
+
+def _weighted_residuals(fn, xdata, ydata, popt, sigma):
+    """scipy's ``infodict['fvec']``: (f − y)/σ (or L⁻¹(f − y)) at the solution."""
+    x, y = jnp.asarray(xdata), jnp.asarray(ydata)
+    model = fn(x, *[popt[..., i] for i in range(popt.shape[-1])]) if popt.ndim == 1 else None
+    if model is None:
+        return None
+    r = jnp.asarray(model) - y
+    if sigma is None:
+        return r
+    s = jnp.asarray(sigma)
+    if s.ndim <= 1:
+        return r / s
+    return jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(s), r, lower=True)

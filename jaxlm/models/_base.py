@@ -1,0 +1,148 @@
+"""The :class:`Model` type, the registry, and NaN-aware batched helpers for guesses."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A fitting model: a pure function with parameter names and an initial guess.
+
+    Call it like the function (``model(x, *params)``, scipy's ``f(x, *params)``
+    convention) and pass it as ``f`` to :func:`jaxlm.fit` / :func:`jaxlm.curve_fit`;
+    when ``p0`` is omitted the fit starts from ``model.guess(x, y)``.
+
+    Attributes:
+      name: registry name (``jaxlm.models.get(name)``, the CLI's ``--model``).
+      fn: ``fn(x, *params) -> y`` with ``y.shape == x.shape[-1:]`` (jax.numpy only).
+      param_names: one name per parameter, in order.
+      guess_fn: ``guess_fn(x, y) -> (..., n)``: a starting point per curve, from the
+        data alone.  ``y`` is ``(..., m)`` with NaN at points to ignore; ``x`` is the
+        model's x, shared ``(m,)``/``(k, m)`` or per curve ``(..., m)``/``(..., k, m)``.
+      x_dims: 1 for a 1-D abscissa ``(m,)``, 2 for points in the plane ``(2, m)``.
+      formula: the model, for humans.
+    """
+
+    name: str
+    fn: Callable
+    param_names: tuple[str, ...]
+    guess_fn: Callable
+    x_dims: int = 1
+    formula: str = ""
+
+    @property
+    def n_params(self) -> int:
+        return len(self.param_names)
+
+    def __call__(self, x, *params):
+        return self.fn(x, *params)
+
+    def guess(self, x, y):
+        """Vectorised starting point ``(..., n)`` for curves ``y (..., m)`` (NaN = ignore)."""
+        x = jnp.asarray(x)
+        y = jnp.asarray(y)
+        dtype = jnp.result_type(y.dtype, x.dtype)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.result_type(float)
+        # one x per curve, explicitly (the helpers never rely on implicit rank promotion)
+        lead = y.shape[:-1]
+        x = jnp.broadcast_to(x, lead + x.shape[-self.x_dims :]) if x.ndim >= self.x_dims else x
+        p = self.guess_fn(x.astype(dtype), y.astype(dtype))
+        return jnp.asarray(p, dtype)
+
+    def __repr__(self):
+        return f"Model({self.name!r}: {self.formula})"
+
+
+_REGISTRY: dict[str, Model] = {}
+
+
+def register(model: Model) -> Model:
+    _REGISTRY[model.name] = model
+    return model
+
+
+def names() -> list[str]:
+    """Names of the built-in models."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Model:
+    """The built-in model called ``name``; ``ValueError`` listing the names otherwise."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; built-in models: {', '.join(names())}")
+    return _REGISTRY[name]
+
+
+# --------------------------------------------------------------------------- helpers
+# All reduce over the last axis, ignore NaN (masked points), and broadcast x against y.
+
+
+def fallback(value, default):
+    """``value`` where it is finite, else ``default`` (degenerate or all-NaN curves)."""
+    value = jnp.asarray(value)
+    return jnp.where(jnp.isfinite(value), value, jnp.asarray(default, value.dtype))
+
+
+def positive(value, default):
+    value = jnp.asarray(value)
+    return jnp.where(jnp.isfinite(value) & (value > 0), value, jnp.asarray(default, value.dtype))
+
+
+def broadcast_x(x, y):
+    return jnp.broadcast_to(x, y.shape)
+
+
+def valid_x(x, y):
+    """x with NaN where y is NaN (so x statistics ignore masked points)."""
+    return jnp.where(jnp.isnan(y), jnp.nan, broadcast_x(x, y))
+
+
+def at_max(x, y):
+    """x at the largest y."""
+    i = jnp.nanargmax(jnp.where(jnp.all(jnp.isnan(y), -1, keepdims=True), 0, y), axis=-1)
+    return jnp.take_along_axis(broadcast_x(x, y), i[..., None], -1)[..., 0]
+
+
+def x_span(x, y):
+    xv = valid_x(x, y)
+    return jnp.nanmax(xv, -1) - jnp.nanmin(xv, -1)
+
+
+def spacing(x, y):
+    """Mean spacing of the valid abscissae: span / (count − 1)."""
+    count = jnp.sum(~jnp.isnan(y), -1).astype(y.dtype)
+    return x_span(x, y) / jnp.maximum(count - 1, 1)
+
+
+def area(x, y, baseline):
+    """∫(y − baseline) dx, as a Riemann sum with the mean spacing."""
+    return jnp.nansum(y - baseline[..., None], -1) * spacing(x, y)
+
+
+def baseline(y, q=5.0):
+    return jnp.nanpercentile(y, q, axis=-1)
+
+
+def correlation_sign(x, y):
+    xv = valid_x(x, y)
+    xc = xv - jnp.nanmean(xv, -1, keepdims=True)
+    yc = y - jnp.nanmean(y, -1, keepdims=True)
+    s = jnp.sign(jnp.nansum(xc * yc, -1))
+    return jnp.where(s == 0, 1, s).astype(y.dtype)
+
+
+def crossing(x, y, level):
+    """x of the point whose y is closest to ``level`` (…,)."""
+    d = jnp.abs(y - level[..., None])
+    i = jnp.nanargmin(jnp.where(jnp.isnan(d), jnp.inf, d), axis=-1)
+    return jnp.take_along_axis(broadcast_x(x, y), i[..., None], -1)[..., 0]
+
+
+def stack(*columns):
+    shape = jnp.broadcast_shapes(*(jnp.shape(c) for c in columns))
+    return jnp.stack([jnp.broadcast_to(c, shape) for c in columns], -1)

@@ -1,0 +1,402 @@
+"""jaxlm.fit / jaxlm.curve_fit against scipy on the same problems, and their contracts."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize as so
+
+import jaxlm
+
+RTOL = 1e-5  # popt/perr vs scipy's curve_fit
+# scipy's default ftol = xtol = 1.5e-8 leaves ~2e-5 in its own perr; the reference runs
+# with tight tolerances so that the comparison measures jaxlm, not scipy's stopping.
+TIGHT = dict(ftol=1e-15, xtol=1e-15, gtol=1e-15)
+
+
+def decay(x, a, k, c):
+    return a * jnp.exp(-k * x) + c
+
+
+def decay_np(x, a, k, c):
+    return a * np.exp(-k * x) + c
+
+
+def peak(x, a, c, s, b):
+    return a * jnp.exp(-0.5 * ((x - c) / s) ** 2) + b
+
+
+def peak_np(x, a, c, s, b):
+    return a * np.exp(-0.5 * ((x - c) / s) ** 2) + b
+
+
+def noisy_decays(n_curves=4, m=50, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0.0, 4.0, m)
+    true = np.stack(
+        [rng.uniform(1, 3, n_curves), rng.uniform(0.5, 2, n_curves), rng.uniform(-0.5, 0.5, n_curves)], 1
+    )
+    y = decay_np(x, *true.T[:, :, None]) + 0.05 * rng.standard_normal((n_curves, m))
+    sigma = 0.05 * (1 + rng.random(m))
+    return x, y, sigma
+
+
+def perr(pcov):
+    return np.sqrt(np.diagonal(np.asarray(pcov), axis1=-2, axis2=-1))
+
+
+# --------------------------------------------------------------------------- scipy parity
+@pytest.mark.parametrize("weights", ["none", "sigma", "absolute_sigma", "covariance"])
+def test_curve_fit_matches_scipy_popt_and_perr(weights):
+    x, ys, sigma = noisy_decays()
+    kw = {}
+    if weights == "sigma":
+        kw = dict(sigma=sigma)
+    elif weights == "absolute_sigma":
+        kw = dict(sigma=sigma, absolute_sigma=True)
+    elif weights == "covariance":
+        idx = np.arange(x.size)
+        kw = dict(sigma=np.outer(sigma, sigma) * 0.3 ** np.abs(idx[:, None] - idx[None, :]))
+    p0 = [1.0, 1.0, 0.0]
+    batch_popt, batch_pcov = jaxlm.curve_fit(decay, x, ys, p0, **kw)
+    for i, y in enumerate(ys):
+        ref_popt, ref_pcov = so.curve_fit(decay_np, x, y, p0, **kw, **TIGHT)
+        popt, pcov = jaxlm.curve_fit(decay, x, y, p0, **kw)
+        np.testing.assert_allclose(popt, ref_popt, rtol=RTOL)
+        np.testing.assert_allclose(perr(pcov), perr(ref_pcov), rtol=RTOL)
+        np.testing.assert_allclose(pcov, ref_pcov, rtol=1e-4, atol=1e-4 * np.abs(ref_pcov).max())
+        np.testing.assert_allclose(batch_popt[i], ref_popt, rtol=RTOL)
+        np.testing.assert_allclose(perr(batch_pcov[i]), perr(ref_pcov), rtol=RTOL)
+
+
+def test_scipy_published_pcov_reference_values():
+    """scipy's own test_pcov: a line with sigma, 3·sigma, absolute_sigma; singular cases."""
+    xdata = np.array([0, 1, 2, 3, 4, 5], float)
+    ydata = np.array([1, 1, 5, 7, 8, 12], float)
+    sigma = np.array([1, 2, 1, 2, 1, 2], float)
+
+    def line(x, a, b):
+        return a * x + b
+
+    scaled, absolute = [0.20659803, 0.57204404], [0.30714756, 0.85045308]
+    for factor in (1, 3):
+        _, pcov = jaxlm.curve_fit(line, xdata, ydata, p0=[2, 0], sigma=factor * sigma)
+        np.testing.assert_allclose(perr(pcov), scaled, rtol=1e-7)
+        _, pcov = jaxlm.curve_fit(line, xdata, ydata, p0=[2, 0], sigma=factor * sigma, absolute_sigma=True)
+        np.testing.assert_allclose(perr(pcov), factor * np.array(absolute), rtol=1e-7)
+    # the same four fits inside one batch (sigma per fit)
+    ys = np.stack([ydata] * 2)
+    sig = np.stack([sigma, 3 * sigma])
+    _, pcov = jaxlm.curve_fit(line, xdata, ys, p0=[2, 0], sigma=sig)
+    np.testing.assert_allclose(perr(pcov), [scaled, scaled], rtol=1e-7)
+    _, pcov = jaxlm.curve_fit(line, xdata, ys, p0=[2, 0], sigma=sig, absolute_sigma=True)
+    np.testing.assert_allclose(perr(pcov), [absolute, 3 * np.array(absolute)], rtol=1e-7)
+
+    def flat(x, a, b):  # b does not act: pcov all inf, as scipy
+        return a * x
+
+    _, pcov = jaxlm.curve_fit(flat, xdata, ydata, p0=[2, 0], sigma=sigma)
+    assert np.all(np.isinf(pcov))
+    _, pcov = jaxlm.curve_fit(line, xdata[:2], ydata[:2], p0=[2, 0])  # dof = 0
+    assert np.all(np.isinf(pcov))
+
+
+def test_p0_none_uses_ones_like_scipy_and_the_guess_for_models():
+    x, ys, _ = noisy_decays(1)
+    ref, _ = so.curve_fit(decay_np, x, ys[0], **TIGHT)
+    popt, _ = jaxlm.curve_fit(decay, x, ys[0])
+    np.testing.assert_allclose(popt, ref, rtol=RTOL)
+    xg = np.linspace(-3, 3, 60)
+    y = peak_np(xg, 2.0, 0.4, 0.6, 0.2) + 0.02 * np.random.default_rng(3).standard_normal(60)
+    ref, _ = so.curve_fit(peak_np, xg, y, p0=[1, 0, 1, 0], **TIGHT)
+    res = jaxlm.fit("gaussian", xg, y)
+    np.testing.assert_allclose(res.params, ref, rtol=RTOL)
+
+
+# --------------------------------------------------------------------------- bounds, losses
+def test_bounded_fit_reaches_scipy_trf_cost_and_stays_inside():
+    x, ys, _ = noisy_decays(3, seed=4)
+    lower, upper = np.array([0.0, 0.0, -1.0]), np.array([5.0, 5.0, 0.0])  # offset bound is active for some
+    res = jaxlm.fit(decay, x, ys, np.array([1.0, 1.0, -0.5]), bounds=(lower, upper))
+    assert np.all(res.success)
+    params = np.asarray(res.params)
+    assert np.all(params >= lower) and np.all(params <= upper)
+    for i, y in enumerate(ys):
+        ref = so.least_squares(
+            lambda p, y=y: decay_np(x, *p) - y,
+            [1.0, 1.0, -0.5],
+            bounds=(lower, upper),
+            method="trf",
+            ftol=1e-15,
+            xtol=1e-15,
+            gtol=1e-15,
+        )
+        assert float(res.cost[i]) <= ref.cost * (1 + 1e-9)
+        np.testing.assert_allclose(res.params[i], ref.x, rtol=1e-5, atol=1e-7)
+    assert np.any(np.isclose(params[:, 2], 0.0))  # the active bound was reached
+
+
+def test_per_fit_bounds_and_starts_outside_are_errors():
+    x, ys, _ = noisy_decays(2)
+    lower = np.array([[0.0, 0.0, -1.0], [0.0, 1.5, -1.0]])
+    res = jaxlm.fit(decay, x, ys, np.array([1.0, 2.0, 0.0]), bounds=(lower, np.inf))
+    assert np.all(res.params[1, 1] >= 1.5)
+    with pytest.raises(ValueError, match="p0 is outside the bounds"):
+        jaxlm.fit(decay, x, ys, np.array([1.0, 1.0, 0.0]), bounds=(lower, np.inf))
+    with pytest.raises(ValueError, match="bounds"):
+        jaxlm.fit(decay, x, ys, [1.0, 1.0, 0.0], bounds=([0, 2, 0], [1, 1, 1]))
+    with pytest.raises(ValueError, match="Method 'lm'"):
+        jaxlm.curve_fit(decay, x, ys[0], [1.0, 1.0, 0.0], bounds=(0, 10), method="lm")
+
+
+@pytest.mark.parametrize("loss", ["soft_l1", "huber", "cauchy", "arctan"])
+def test_robust_losses_match_scipy_least_squares(loss):
+    x, ys, _ = noisy_decays(1, seed=5)
+    y = ys[0].copy()
+    y[[5, 17, 30]] += [2.0, -1.5, 3.0]  # outliers
+    ref = so.least_squares(
+        lambda p: decay_np(x, *p) - y,
+        [1.0, 1.0, 0.0],
+        loss=loss,
+        f_scale=0.1,
+        method="trf",
+        ftol=1e-15,
+        xtol=1e-15,
+        gtol=1e-15,
+    )
+    res = jaxlm.fit(decay, x, y, [1.0, 1.0, 0.0], loss=loss, f_scale=0.1)
+    assert bool(res.success)
+    np.testing.assert_allclose(res.cost, ref.cost, rtol=1e-8)
+    # the robust cost is flat: compare parameters on the scale of the largest one
+    np.testing.assert_allclose(res.params, ref.x, rtol=1e-5, atol=1e-5 * np.max(np.abs(ref.x)))
+    # and curve_fit with the loss gives scipy's curve_fit pcov (from the rescaled Jacobian)
+    ref_popt, ref_pcov = so.curve_fit(decay_np, x, y, [1.0, 1.0, 0.0], loss=loss, f_scale=0.1, method="trf")
+    popt, pcov = jaxlm.curve_fit(decay, x, y, [1.0, 1.0, 0.0], loss=loss, f_scale=0.1)
+    np.testing.assert_allclose(perr(pcov), perr(ref_pcov), rtol=1e-3)
+
+
+# --------------------------------------------------------------------------- Poisson
+def test_poisson_lands_on_the_deviance_minimiser_of_an_independent_optimiser():
+    rng = np.random.default_rng(6)
+    x = np.linspace(0.0, 4.0, 40)
+    counts = rng.poisson(decay_np(x, 20.0, 1.3, 2.0)).astype(float)
+    res = jaxlm.fit(decay, x, counts, [10.0, 1.0, 1.0], estimator="poisson")
+    assert bool(res.success)
+
+    def half_deviance(p):
+        mu = decay_np(x, *p)
+        if np.any(mu <= 0):
+            return np.inf
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = np.where(counts > 0, counts * np.log(counts / mu), 0.0)
+        return np.sum(mu - counts + term)
+
+    ref = so.minimize(
+        half_deviance,
+        [10.0, 1.0, 1.0],
+        method="Nelder-Mead",
+        options=dict(xatol=1e-12, fatol=1e-14, maxiter=40000, maxfev=80000),
+    )
+    np.testing.assert_allclose(res.params, ref.x, rtol=1e-6)
+    np.testing.assert_allclose(res.chi2, 2 * half_deviance(ref.x), rtol=1e-9)
+    # pcov is the inverse Fisher information Σ ∂μ∂μᵀ/μ at the solution
+    p = np.asarray(res.params)
+    mu = decay_np(x, *p)
+    grad = np.stack([np.exp(-p[1] * x), -p[0] * x * np.exp(-p[1] * x), np.ones_like(x)], 1)
+    fisher = grad.T @ (grad / mu[:, None])
+    np.testing.assert_allclose(res.pcov, np.linalg.inv(fisher), rtol=1e-6)
+
+
+def test_poisson_nonpositive_model_gets_its_own_status_without_disturbing_others():
+    rng = np.random.default_rng(7)
+    x = np.linspace(0.0, 4.0, 40)
+    counts = rng.poisson(decay_np(x, 20.0, 1.3, 2.0), size=(3, 40)).astype(float)
+    p0 = np.array([[10.0, 1.0, 1.0], [-10.0, 1.0, 1.0], [10.0, 1.0, 1.0]])  # member 1: μ < 0
+    res = jaxlm.fit(decay, x, counts, p0, estimator="poisson")
+    assert int(res.status[1]) == jaxlm.Status.NONPOSITIVE_MODEL
+    alone = jaxlm.fit(decay, x, counts[[0, 0, 2]], p0[[0, 0, 2]], estimator="poisson")
+    np.testing.assert_array_equal(np.asarray(res.params)[[0, 2]], np.asarray(alone.params)[[0, 2]])
+    with pytest.raises(ValueError, match="ydata"):
+        jaxlm.fit(decay, x, -counts, p0, estimator="poisson")
+    with pytest.raises(ValueError, match="sigma"):
+        jaxlm.fit(decay, x, counts, p0, estimator="poisson", sigma=np.ones(40))
+
+
+# --------------------------------------------------------------------------- masks, NaN, fixed
+def test_mask_equals_dropping_the_points_and_counts_in_dof():
+    x, ys, sigma = noisy_decays(3, seed=8)
+    rng = np.random.default_rng(9)
+    mask = rng.random(ys.shape) > 0.3
+    res = jaxlm.fit(decay, x, ys, [1.0, 1.0, 0.0], sigma=sigma, mask=mask)
+    for i in range(3):
+        keep = mask[i]
+        ref_popt, ref_pcov = so.curve_fit(
+            decay_np, x[keep], ys[i, keep], [1.0, 1.0, 0.0], sigma=sigma[keep], **TIGHT
+        )
+        np.testing.assert_allclose(res.params[i], ref_popt, rtol=RTOL)
+        np.testing.assert_allclose(res.perr[i], perr(ref_pcov), rtol=RTOL)
+        assert int(res.dof[i]) == keep.sum() - 3
+
+
+def test_masked_covariance_uses_the_unmasked_block():
+    x, ys, sigma = noisy_decays(1, seed=10)
+    idx = np.arange(x.size)
+    cov = np.outer(sigma, sigma) * 0.5 ** np.abs(idx[:, None] - idx[None, :])
+    keep = idx % 3 != 0
+    ref_popt, ref_pcov = so.curve_fit(
+        decay_np, x[keep], ys[0, keep], [1.0, 1.0, 0.0], sigma=cov[np.ix_(keep, keep)], **TIGHT
+    )
+    res = jaxlm.fit(decay, x, ys[0], [1.0, 1.0, 0.0], sigma=cov, mask=keep)
+    np.testing.assert_allclose(res.params, ref_popt, rtol=RTOL)
+    np.testing.assert_allclose(res.perr, perr(ref_pcov), rtol=RTOL)
+
+
+def test_bad_members_get_a_status_and_others_are_bit_for_bit_untouched():
+    x, ys, _ = noisy_decays(4, seed=11)
+    mask = np.ones(ys.shape, bool)
+    bad = ys.copy()
+    bad[1] = np.nan  # all NaN
+    mask[2] = False  # all masked
+    res = jaxlm.fit(decay, x, bad, [1.0, 1.0, 0.0], mask=mask)
+    clean = jaxlm.fit(decay, x, ys, [1.0, 1.0, 0.0], mask=np.ones(ys.shape, bool))
+    assert int(res.status[1]) == jaxlm.Status.NONFINITE
+    assert int(res.status[2]) == jaxlm.Status.NO_DATA
+    np.testing.assert_array_equal(res.params[2], [1.0, 1.0, 0.0])
+    for i in (0, 3):
+        np.testing.assert_array_equal(res.params[i], clean.params[i])
+        np.testing.assert_array_equal(res.pcov[i], clean.pcov[i])
+
+
+def test_nan_policy_omit_matches_scipy_and_raise_raises():
+    x, ys, _ = noisy_decays(2, seed=12)
+    y = ys.copy()
+    y[0, [3, 9]] = np.nan
+    ref, ref_pcov = so.curve_fit(decay_np, x, y[0], [1.0, 1.0, 0.0], nan_policy="omit", **TIGHT)
+    popt, pcov = jaxlm.curve_fit(decay, x, y, [1.0, 1.0, 0.0], nan_policy="omit")
+    np.testing.assert_allclose(popt[0], ref, rtol=RTOL)
+    np.testing.assert_allclose(perr(pcov[0]), perr(ref_pcov), rtol=RTOL)
+    with pytest.raises(ValueError, match="NaN"):
+        jaxlm.curve_fit(decay, x, y, [1.0, 1.0, 0.0], nan_policy="raise")
+    with pytest.raises(ValueError, match="ydata"):
+        jaxlm.curve_fit(decay, x, y[0], [1.0, 1.0, 0.0])  # check_finite, as scipy
+
+
+def test_fixed_parameters_equal_a_fit_of_the_reduced_model():
+    x, ys, _ = noisy_decays(2, seed=13)
+    fixed = np.array([[False, False, True], [True, False, False]])
+    p0 = np.array([[1.0, 1.0, 0.25], [2.0, 1.0, 0.0]])
+    res = jaxlm.fit(decay, x, ys, p0, fixed=fixed)
+    ref0, cov0 = so.curve_fit(lambda x, a, k: decay_np(x, a, k, 0.25), x, ys[0], [1.0, 1.0], **TIGHT)
+    ref1, cov1 = so.curve_fit(lambda x, k, c: decay_np(x, 2.0, k, c), x, ys[1], [1.0, 0.0], **TIGHT)
+    np.testing.assert_allclose(res.params[0], [*ref0, 0.25], rtol=RTOL)
+    np.testing.assert_allclose(res.params[1], [2.0, *ref1], rtol=RTOL)
+    np.testing.assert_allclose(res.perr[0, :2], perr(cov0), rtol=RTOL)
+    np.testing.assert_allclose(res.perr[1, 1:], perr(cov1), rtol=RTOL)
+    assert res.perr[0, 2] == 0 and res.perr[1, 0] == 0
+    assert list(np.asarray(res.dof)) == [x.size - 2, x.size - 2]
+
+
+# --------------------------------------------------------------------------- batching rule
+def test_per_fit_xdata_and_a_shared_pixel_grid():
+    rng = np.random.default_rng(14)
+    xs = np.sort(rng.uniform(0, 4, (3, 30)), axis=1)
+    ys = decay_np(xs, 2.0, 1.2, 0.3) + 0.01 * rng.standard_normal((3, 30))
+    res = jaxlm.fit(decay, xs, ys, [1.0, 1.0, 0.0])
+    for i in range(3):
+        ref, _ = so.curve_fit(decay_np, xs[i], ys[i], [1.0, 1.0, 0.0], **TIGHT)
+        np.testing.assert_allclose(res.params[i], ref, rtol=RTOL)
+    # a shared (2, 25) grid with a batch of 2 spots: only the shared reading gives 25 values
+    gx, gy = np.meshgrid(np.arange(5.0), np.arange(5.0))
+    grid = np.stack([gx.ravel(), gy.ravel()])
+    spots = np.stack(
+        [
+            jaxlm.models.gaussian_2d(grid, 10.0, 2.1, 1.8, 1.1, 1.0),
+            jaxlm.models.gaussian_2d(grid, 8.0, 1.7, 2.4, 0.9, 2.0),
+        ]
+    )
+    res = jaxlm.fit(jaxlm.models.gaussian_2d, grid, spots)
+    np.testing.assert_allclose(res.params, [[10.0, 2.1, 1.8, 1.1, 1.0], [8.0, 1.7, 2.4, 0.9, 2.0]], rtol=1e-7)
+
+
+def test_ambiguous_xdata_asks_for_xdata_batched():
+    def either(x, a, b):  # accepts (m,) and (2, m) alike: sums over leading axes
+        return a * jnp.sum(jnp.atleast_2d(x), 0) + b
+
+    x = np.stack([np.linspace(0, 1, 10), np.linspace(1, 2, 10)])
+    ys = np.stack([2 * x[0] + 1, 2 * x[1] + 1])
+    with pytest.raises(ValueError, match="xdata_batched"):
+        jaxlm.fit(either, x, ys, [1.0, 0.0])
+    per_fit = jaxlm.fit(either, x, ys, [1.0, 0.0], xdata_batched=True)
+    np.testing.assert_allclose(per_fit.params, [[2.0, 1.0], [2.0, 1.0]], atol=1e-9)
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(xdata=np.linspace(0, 1, 49)), ValueError, "xdata"),
+        (dict(p0=[1.0, 1.0]), ValueError, "p0"),
+        (dict(p0=np.ones((3, 3))), ValueError, "p0"),
+        (dict(sigma=-np.ones(50)), ValueError, "sigma"),
+        (dict(sigma=np.ones(49)), ValueError, "sigma"),
+        (dict(sigma=np.zeros((50, 50))), ValueError, "sigma"),
+        (dict(bounds=([1, 1, 1], [0, 2, 2])), ValueError, "bounds"),
+        (dict(f=3), TypeError, "f must be callable"),
+        (dict(f="gaussain"), ValueError, "unknown model"),
+        (dict(loss="l1"), ValueError, "loss"),
+        (dict(estimator="mle"), ValueError, "estimator"),
+        (dict(mask=np.ones(50)), TypeError, "mask"),
+        (dict(mask=np.ones(49, bool)), ValueError, "mask"),
+        (dict(fixed=[True, False]), ValueError, "fixed"),
+        (dict(fixed=[1, 0, 0]), TypeError, "fixed"),
+        (dict(f_scale=0.0), ValueError, "f_scale"),
+        (dict(nan_policy="propagate"), ValueError, "nan_policy"),
+        (dict(max_stepz=3), TypeError, "max_stepz"),
+    ],
+)
+def test_bad_input_is_rejected_naming_the_argument(kwargs, error, match):
+    x, ys, _ = noisy_decays(2)
+    args = dict(f=decay, xdata=x, ydata=ys, p0=[1.0, 1.0, 0.0])
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        jaxlm.fit(args.pop("f"), args.pop("xdata"), args.pop("ydata"), args.pop("p0"), **args)
+
+
+def test_a_numpy_model_is_rejected_with_a_clear_message():
+    x, ys, _ = noisy_decays(1)
+    with pytest.raises(TypeError, match="jax.numpy"):
+        jaxlm.fit(decay_np, x, ys[0], [1.0, 1.0, 0.0])
+
+
+def test_single_failed_curve_fit_raises_like_scipy():
+    x, ys, _ = noisy_decays(1)
+    with pytest.raises(RuntimeError, match="Optimal parameters not found"):
+        jaxlm.curve_fit(decay, x, ys[0], [1.0, 1.0, 0.0], maxfev=2)
+
+
+# --------------------------------------------------------------------------- differentiable
+@pytest.mark.parametrize("wrt", ["ydata", "xdata", "sigma"])
+def test_gradients_through_fit_match_finite_differences(wrt):
+    x, ys, sigma = noisy_decays(1, seed=15)
+    y = ys[0]
+    tight = dict(ftol=0.0, xtol=1e-15, gtol=1e-15)
+    base = {"ydata": y, "xdata": x, "sigma": sigma}[wrt]
+
+    def out(v):
+        kw = {"ydata": y, "xdata": x, "sigma": sigma, wrt: v}
+        res = jaxlm.fit(
+            decay, kw["xdata"], kw["ydata"], jnp.array([1.0, 1.0, 0.0]), sigma=kw["sigma"], **tight
+        )
+        return jnp.concatenate([res.params, res.perr])
+
+    direction = jnp.asarray(np.random.default_rng(16).standard_normal(base.shape))
+    base = jnp.asarray(base)
+    _, jvp = jax.jvp(out, (base,), (direction,))
+    h = 1e-4 * (0.01 if wrt == "sigma" else 1.0)
+    fd = (out(base + h * direction) - out(base - h * direction)) / (2 * h)
+    scale = np.max(np.abs(fd))
+    np.testing.assert_allclose(jvp, fd, rtol=0, atol=1e-6 * scale)
+    grad = jax.grad(lambda v: out(v)[0])(base)
+    np.testing.assert_allclose(jnp.vdot(grad, direction), jvp[0], rtol=1e-9)
