@@ -195,7 +195,9 @@ register(
         ("amplitude", "x0", "y0", "sigma_x", "sigma_y", "offset", "theta"),
         _gaussian_2d_rotated_guess,
         2,
-        "elliptic 2-D Gaussian whose sigma_x axis makes the angle theta with x (Gpufit's order)",
+        "elliptic 2-D Gaussian whose sigma_x axis makes the angle theta with x (Gpufit's order; "
+               "(sigma_x, sigma_y, theta) and (sigma_y, sigma_x, theta ± π/2) are the same spot: the guess "
+               "puts the major axis first)",
     )
 )
 
@@ -249,8 +251,16 @@ def _triexponential_guess(x, y):
     return stack(a * jnp.exp(x0 / t1), t1, a * jnp.exp(x0 / t2), t2, a * jnp.exp(x0 / t3), t3, c)
 
 
+def _safe_power(base, exponent):
+    """``base ** exponent`` for base ≥ 0 whose derivatives stay finite at base = 0
+    (``d/dβ 0^β = 0·log 0`` would be NaN and poison the Jacobian)."""
+    positive_base = base > 0
+    safe = jnp.where(positive_base, base, 1)
+    return jnp.where(positive_base, safe**exponent, 0)
+
+
 def _stretched_exponential(x, amplitude, tau, beta, offset):
-    return amplitude * jnp.exp(-((x / tau) ** beta)) + offset
+    return amplitude * jnp.exp(-_safe_power(x / tau, beta)) + offset
 
 
 def _stretched_exponential_guess(x, y):
@@ -357,7 +367,7 @@ def _logistic_guess(x, y):
 
 
 def _hill(x, bottom, top, ec50, hill):
-    xn = jnp.abs(x / ec50) ** hill
+    xn = _safe_power(jnp.abs(x / ec50), hill)
     return bottom + (top - bottom) * xn / (1 + xn)
 
 
@@ -380,7 +390,7 @@ def _michaelis_menten_guess(x, y):
 
 
 def _power_law(x, amplitude, exponent):
-    return amplitude * x**exponent
+    return amplitude * _safe_power(x, exponent)
 
 
 def _power_law_guess(x, y):
@@ -430,7 +440,7 @@ register(
         ("amplitude", "exponent"),
         _power_law_guess,
         1,
-        "amplitude·x^exponent  (x > 0)",
+        "amplitude·x^exponent  (x ≥ 0)",
     )
 )
 
