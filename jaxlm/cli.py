@@ -1,6 +1,7 @@
 """``jaxlm`` command line.  Uses only the public API.
 
 jaxlm demo [--n 100000] [--scipy 300] [--png jaxlm-demo.png] [--float64]
+jaxlm fit CURVES --model NAME [--x FILE] [--sigma FILE] --out RESULTS.npz|.csv
 """
 
 from __future__ import annotations
@@ -17,7 +18,37 @@ def main(argv=None) -> int:
     demo.add_argument("--scipy", type=int, default=300, help="fits to repeat with scipy (default 300)")
     demo.add_argument("--png", default="jaxlm-demo.png", help="figure path ('' for none)")
     demo.add_argument("--float64", action="store_true", help="run in float64 (enables jax_enable_x64)")
+    fit = sub.add_parser(
+        "fit",
+        help="fit every row of a .npy/.npz/.csv file with a built-in model",
+        description="Fit every row of CURVES with a built-in model; write params, perr, chi2, dof and status "
+        "per row. Non-finite points are ignored (nan_policy='omit').",
+    )
+    fit.add_argument("curves", metavar="CURVES", help="(N, m) array: one curve per row (.npy, .npz or .csv)")
+    fit.add_argument("--model", required=True, help="built-in model name (see jaxlm.models.names())")
+    fit.add_argument(
+        "--x", help="x: (m,), (k, m), or one per row (N, m); default 0..m-1 (a square grid for 2-D)"
+    )
+    fit.add_argument("--sigma", help="standard deviations: (m,) shared or (N, m) per row")
+    fit.add_argument("--out", required=True, help="results file, .npz or .csv")
+    fit.add_argument("--estimator", default="lse", choices=("lse", "poisson"))
+    fit.add_argument("--loss", default="linear", choices=("linear", "soft_l1", "huber", "cauchy", "arctan"))
+    fit.add_argument("--max-steps", type=int, default=None, dest="max_steps")
+    fit.add_argument("--chunk", type=int, default=10_000, help="curves per call (default 10000)")
+    fit.add_argument("--precision", type=int, choices=(32, 64), default=64, help="float bits (default 64)")
+    bar = fit.add_mutually_exclusive_group()
+    bar.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
+    bar.add_argument("--no-progress", action="store_false", dest="progress", help="never show one")
     args = parser.parse_args(argv)
+
+    if args.command == "fit":
+        from jaxlm import _cli_fit
+
+        try:
+            return _cli_fit.run(args)
+        except _cli_fit.InputError as err:
+            print(f"jaxlm fit: error: {err}", file=sys.stderr)
+            return 2
 
     if args.command == "demo":
         if args.n < 1 or args.scipy < 1:
