@@ -120,10 +120,10 @@ def run(args) -> int:
     options = dict(estimator=args.estimator, loss=args.loss, nan_policy="omit")
     if args.max_steps is not None:
         options["max_steps"] = args.max_steps
-    # check every argument on the first chunk before the long run
     names = model.param_names
     results = {k: [] for k in ("params", "perr", "chi2", "dof", "status")}
     bar = _progress(n_curves, args.progress or (args.progress is None and n_curves > chunk))
+    converged = 0
     t0 = time.perf_counter()
     for start in range(0, n_curves, chunk):
         stop = min(start + chunk, n_curves)
@@ -141,8 +141,8 @@ def run(args) -> int:
             results[key].append(np.asarray(getattr(res, key))[:k])
         if bar is not None:
             bar.update(k)
-            ok = sum(int(np.sum(s == 1) + np.sum(s == 2) + np.sum(s == 3)) for s in results["status"])
-            bar.set_postfix_str(f"converged {ok}/{stop}")
+            converged += int(np.sum(np.asarray(res.success)[:k]))
+            bar.set_postfix_str(f"converged {converged}/{stop}")
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - t0

@@ -287,8 +287,7 @@ def curve_fit(
     if res.status.ndim == 0 and _is_concrete(res.status) and not bool(res.success):
         raise RuntimeError("Optimal parameters not found: " + Status(int(res.status)).message)
     if full_output:
-        model, fn = _resolve_model(f)
-        del model
+        _, fn = _resolve_model(f)
         fvec = _weighted_residuals(fn, xdata, ydata, res.params, sigma)
         infodict = {"nfev": res.n_fev, "fvec": fvec}
         mesg = Status(int(res.status)).message if res.status.ndim == 0 else "see ier per member"
@@ -358,7 +357,7 @@ def _as_float(name, value, dtype):
     return arr.astype(dtype)
 
 
-def _as_bool(name, value, shapes, batch):
+def _as_bool(name, value, shapes):
     arr = jnp.asarray(value)
     if arr.dtype != jnp.bool_:
         raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
@@ -476,7 +475,7 @@ def _prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy
 
     # mask (and NaN policy) before the guess, which must ignore masked points
     if mask is not None:
-        mask = _as_bool("mask", mask, [(m,), batch + (m,)], batch)
+        mask = _as_bool("mask", mask, [(m,), batch + (m,)])
     if nan_policy is not None and _is_concrete((x, y)):
         finite_y = np.isfinite(np.asarray(y))
         # a point is finite when all its coordinates are: reduce x over its non-batch,
@@ -500,14 +499,13 @@ def _prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy
             p0 = model.guess(x, y_for_guess).astype(dtype)
         else:
             # scipy: ones, or the middle of finite bounds (one bound: one unit inside it)
-            shared_lo, shared_hi = lo, hi
             p0 = jnp.where(
-                jnp.isfinite(shared_lo) & jnp.isfinite(shared_hi),
-                0.5 * (shared_lo + shared_hi),
+                jnp.isfinite(lo) & jnp.isfinite(hi),
+                0.5 * (lo + hi),
                 jnp.where(
-                    jnp.isfinite(shared_lo),
-                    shared_lo + 1,
-                    jnp.where(jnp.isfinite(shared_hi), shared_hi - 1, jnp.ones_like(lo)),
+                    jnp.isfinite(lo),
+                    lo + 1,
+                    jnp.where(jnp.isfinite(hi), hi - 1, jnp.ones_like(lo)),
                 ),
             )
     p0 = _as_float("p0", p0, dtype)
@@ -531,7 +529,7 @@ def _prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy
             raise ValueError(f"p0 is outside the bounds at {int(outside.sum())} parameter(s)")
 
     if fixed is not None:
-        fixed = _as_bool("fixed", fixed, [(n,), batch + (n,)], batch)
+        fixed = _as_bool("fixed", fixed, [(n,), batch + (n,)])
     else:
         fixed = jnp.zeros(batch + (n,), bool)
     fixed = jnp.broadcast_to(fixed, batch + (n,))
@@ -650,11 +648,11 @@ def _robust(loss, z):
     raise ValueError(loss)
 
 
-def _whiten(cfg, raw, sigma_term):
-    """Weighted residual: raw/σ or L⁻¹·raw."""
-    if cfg.sigma_kind == "std":
+def _whiten(sigma_kind, raw, sigma_term):
+    """Weighted residual: raw·(1/σ) or L⁻¹·raw."""
+    if sigma_kind == "std":
         return raw * sigma_term
-    if cfg.sigma_kind == "cov":
+    if sigma_kind == "cov":
         return jax.scipy.linalg.solve_triangular(sigma_term, raw, lower=True)
     return raw
 
@@ -677,7 +675,7 @@ def _objective(cfg, p, x, y, sigma_term, valid):
         r = jnp.where(valid, (model - y_safe) * weight, 0)
         return Objective(residual=r, cost=cost)
     raw = jnp.where(valid, model - y, 0)
-    r = _whiten(cfg, raw, sigma_term)
+    r = _whiten(cfg.sigma_kind, raw, sigma_term)
     if cfg.sigma_kind == "std":
         r = jnp.where(valid, r, 0)
     if cfg.loss == "linear":
@@ -792,15 +790,14 @@ def _covariance(jac, fixed):
 
 
 def _weighted_residuals(fn, xdata, ydata, popt, sigma):
-    """scipy's ``infodict['fvec']``: (f − y)/σ (or L⁻¹(f − y)) at the solution."""
-    x, y = jnp.asarray(xdata), jnp.asarray(ydata)
-    model = fn(x, *[popt[..., i] for i in range(popt.shape[-1])]) if popt.ndim == 1 else None
-    if model is None:
+    """scipy's ``infodict['fvec']`` of a single fit: (f − y)/σ or L⁻¹(f − y) at the solution."""
+    if popt.ndim != 1:
         return None
-    r = jnp.asarray(model) - y
+    x, y = jnp.asarray(xdata), jnp.asarray(ydata)
+    r = jnp.asarray(fn(x, *[popt[i] for i in range(popt.shape[0])])) - y
     if sigma is None:
         return r
     s = jnp.asarray(sigma)
     if s.ndim <= 1:
-        return r / s
-    return jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(s), r, lower=True)
+        return _whiten("std", r, 1 / s)
+    return _whiten("cov", r, jnp.linalg.cholesky(s))

@@ -46,23 +46,19 @@ FAILED_GRADS = ("nan", "zero", "ift")
 """
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
 def attach(fun: Callable, hessian: str, failed_grad: str, params, cost, status, args):
     """Return ``(params, cost)`` unchanged, made differentiable in ``args`` implicitly.
 
     ``params``, ``cost`` and ``status`` come from a solve whose inputs were wrapped in
-    ``lax.stop_gradient``; this function gives them the implicit derivative instead.
+    ``lax.stop_gradient``; the JVP rule below gives them the implicit derivative.
     """
-    return _implicit(fun, hessian, failed_grad, params, cost, status, args)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _implicit(fun, hessian, failed_grad, params, cost, status, args):
     del fun, hessian, failed_grad, status, args
     return params, cost
 
 
-@_implicit.defjvp
-def _implicit_jvp(fun, hessian, failed_grad, primals, tangents):
+@attach.defjvp
+def _attach_jvp(fun, hessian, failed_grad, primals, tangents):
     params, cost, status, args = primals
     *_, dargs = tangents  # the tangents of params, cost and status are ignored: see module doc
     ok = is_success(status)

@@ -196,8 +196,8 @@ register(
         _gaussian_2d_rotated_guess,
         2,
         "elliptic 2-D Gaussian whose sigma_x axis makes the angle theta with x (Gpufit's order; "
-               "(sigma_x, sigma_y, theta) and (sigma_y, sigma_x, theta ± π/2) are the same spot: the guess "
-               "puts the major axis first)",
+        "(sigma_x, sigma_y, theta) and (sigma_y, sigma_x, theta ± π/2) are the same spot: the guess "
+        "puts the major axis first)",
     )
 )
 
@@ -276,7 +276,6 @@ def _damped_sine_guess(x, y):
     """Frequency and phase from the largest discrete-Fourier component (uniform x assumed)."""
     c = fallback(jnp.nanmean(y, -1), 0.0)
     yc = jnp.nan_to_num(y - c[..., None], nan=0.0)
-    xb = broadcast_x(x, y)
     x_first = jnp.nanmin(valid_x(x, y), -1)
     m = y.shape[-1]
     dx = positive(spacing(x, y), 1.0)
@@ -288,7 +287,6 @@ def _damped_sine_guess(x, y):
     phase = jnp.angle(coef) + math.pi / 2 - 2 * math.pi * freq * x_first
     amp = positive(jnp.nanmax(jnp.abs(y - c[..., None]), -1), 1.0)
     tau = positive(x_span(x, y), 1.0)
-    del xb
     return stack(
         amp * jnp.exp(fallback(x_first, 0.0) / tau),
         tau,
