@@ -6,6 +6,7 @@ from jaxlm._fit import curve_fit as curve_fit
 from jaxlm._fit import fit as fit
 from jaxlm._least_squares import Solution as Solution
 from jaxlm._least_squares import least_squares as least_squares
+from jaxlm._least_squares import least_squares_batch as least_squares_batch
 from jaxlm._solver import LevenbergMarquardt as LevenbergMarquardt
 from jaxlm._solver import LMState as LMState
 from jaxlm._solver import Status as Status
@@ -26,5 +27,6 @@ __all__ = [
     "fit",
     "is_success",
     "least_squares",
+    "least_squares_batch",
     "models",
 ]

@@ -26,6 +26,7 @@ What happens to one curve (every member of a batch alike, under ``vmap``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -36,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import _implicit
+from jaxlm import _batch, _implicit
 from jaxlm._least_squares import _solve
 from jaxlm._solver import LevenbergMarquardt, Objective, Status, _check_choice, is_success
 from jaxlm.models import Model
@@ -112,6 +113,10 @@ def fit(
     fixed=None,
     nan_policy: str | None = None,
     xdata_batched: bool | None = None,
+    compact: bool = True,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    devices=None,
     **solver_options,
 ) -> FitResult:
     """Fit ``ydata ≈ f(xdata, *params)`` for one curve or a whole batch at once.
@@ -157,6 +162,14 @@ def fit(
       nan_policy: ``None``: non-finite data make that member ``NONFINITE``;
         ``"omit"``: non-finite points are masked; ``"raise"``: ``ValueError``.
       xdata_batched: force the reading of ``xdata`` (see batching).
+      compact: for a batch with concrete inputs, compact the still-running fits into
+        smaller batches as the others converge (default True), so that the work follows
+        each fit's own step count (:mod:`jaxlm._batch`); the results are the same.
+      chunk_size: fit at most this many curves at a time, streaming the rest (inputs
+        are prepared in host memory, results are returned as numpy arrays).
+      progress: show a tqdm progress bar (fits/s, status tally).
+      devices: shard the batch over these devices; inputs already sharded along the
+        batch axis (``jax.sharding``) are fitted where they lie, results sharded alike.
       **solver_options: options of :func:`jaxlm.least_squares` (``damping``,
         ``max_steps``, ``ftol``, …, ``implicit_hessian``, ``failed_grad``).
 
@@ -186,6 +199,8 @@ def fit(
     """
     model, fn = _resolve_model(f)
     cfg_options, solver = _solver_from_options(solver_options)
+    driver = _batch.Options(compact=compact, chunk_size=chunk_size, progress=progress, devices=devices)
+    driver.validate()
     _check_choice("loss", loss, LOSSES)
     _check_choice("estimator", estimator, ESTIMATORS)
     _check_choice("nan_policy", nan_policy, NAN_POLICIES)
@@ -196,9 +211,12 @@ def fit(
     if estimator == "poisson" and loss != "linear":
         raise ValueError(f"loss: the Poisson estimator takes no robust loss, got loss={loss!r}")
 
-    prep = _prepare(
-        fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy, xdata_batched, estimator
-    )
+    # Streamed in chunks, the batch may not fit on the accelerator: prepare it in host memory.
+    where = jax.default_device(jax.devices("cpu")[0]) if chunk_size is not None else contextlib.nullcontext()
+    with where:
+        prep = _prepare(
+            fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy, xdata_batched, estimator
+        )
     cfg = _Config(
         f=fn,
         estimator=estimator,
@@ -212,9 +230,25 @@ def fit(
         solver=solver,
         **cfg_options,
     )
-    return _fit_batch(
-        cfg, prep.batch, prep.x, prep.y, prep.p0, prep.sigma, prep.mask, prep.lo, prep.hi, prep.fixed
-    )
+    concrete = _is_concrete(prep[1:9])
+    if driver.streaming and not concrete:
+        raise ValueError(
+            "chunk_size, progress and devices need concrete inputs; under jit/vmap/grad "
+            "fit runs the batch as one vmapped program"
+        )
+    if concrete and (driver.streaming or (driver.compact and math.prod(prep.batch) > 1)):
+        if prep.batch:
+            return _fit_driven(cfg, prep, driver)
+        one = prep._replace(
+            batch=(1,),
+            y=prep.y[None],
+            p0=prep.p0[None],
+            lo=prep.lo[None],
+            hi=prep.hi[None],
+            fixed=prep.fixed[None],
+        )
+        return jax.tree_util.tree_map(lambda a: a[0], _fit_driven(cfg, one, driver))
+    return _fit_batch(cfg, prep.batch, *prep[1:9])
 
 
 def curve_fit(
@@ -565,38 +599,87 @@ def _prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy
 
 
 # --------------------------------------------------------------------------- the computation
-@jax.jit(static_argnums=(0, 1))
-def _fit_batch(cfg: _Config, batch, x, y, p0, sigma, mask, lo, hi, fixed) -> FitResult:
+def _flatten(cfg: _Config, batch, x, y, p0, sigma, mask, lo, hi, fixed):
+    """The per-curve inputs with the batch flattened to one axis, and their vmap axes."""
     size = math.prod(batch)
-    m = y.shape[-1]
+    m, n = y.shape[-1], p0.shape[-1]
     flat = lambda a, inner: jnp.reshape(a, (size,) + inner)  # noqa: E731
-    n = p0.shape[-1]
-    y_f, p0_f, lo_f, hi_f, fixed_f = (
+    if cfg.x_batched:
+        x = flat(x, x.shape[len(batch) :])
+    mask_batched = mask is not None and mask.shape != (m,)
+    if mask_batched:
+        mask = flat(mask, (m,))
+    if cfg.sigma_kind != "none" and cfg.sigma_batched:
+        sigma = flat(sigma, sigma.shape[len(batch) :])
+    inputs = (
+        x,
         flat(y, (m,)),
         flat(p0, (n,)),
+        sigma,
+        mask,
         flat(lo, (n,)),
         flat(hi, (n,)),
         flat(fixed, (n,)),
     )
-    x_f = flat(x, x.shape[len(batch) :]) if cfg.x_batched else x
-    mask_f = None if mask is None else (flat(mask, (m,)) if mask.shape != (m,) else mask)
-    sigma_f = sigma
-    if cfg.sigma_kind != "none" and cfg.sigma_batched:
-        sigma_f = flat(sigma, sigma.shape[len(batch) :])
-    in_axes = (
+    axes = (
         0 if cfg.x_batched else None,
         0,
         0,
-        (0 if cfg.sigma_batched else None) if sigma is not None else None,
-        (0 if mask.shape != (m,) else None) if mask is not None else None,
+        0 if cfg.sigma_kind != "none" and cfg.sigma_batched else None,
+        0 if mask_batched else None,
         0,
         0,
         0,
     )
-    out = jax.vmap(lambda *a: _fit_one(cfg, *a), in_axes=in_axes)(
-        x_f, y_f, p0_f, sigma_f, mask_f, lo_f, hi_f, fixed_f
-    )
+    return inputs, axes
+
+
+@jax.jit(static_argnums=(0, 1))
+def _fit_batch(cfg: _Config, batch, *arrays) -> FitResult:
+    """The whole batch as one vmapped program (used under JAX transformations)."""
+    inputs, axes = _flatten(cfg, batch, *arrays)
+    out = jax.vmap(lambda *a: _fit_one(cfg, *a), in_axes=axes)(*inputs)
     return jax.tree_util.tree_map(lambda a: jnp.reshape(a, batch + a.shape[1:]), out)
+
+
+def _fit_driven(cfg: _Config, prep: _Prepared, driver: _batch.Options) -> FitResult:
+    """The batch through :mod:`jaxlm._batch`: compaction, chunks, devices, progress."""
+    inputs, axes = _flatten(cfg, prep.batch, *prep[1:9])
+    size = math.prod(prep.batch)
+    arg_axes = _prepared_axes(cfg, axes[4] == 0)
+    per_fit = _batch.batched(axes, inputs)
+    sharding = _batch.batch_sharding(jax.tree_util.tree_leaves(per_fit), driver.devices)
+    fun = _FreeResidual(cfg)
+
+    def solve_chunk(chunk, on_phase):
+        u0, args, n_valid = _prepare_batch(cfg, axes, arg_axes, *_batch.merge(axes, chunk, inputs))
+        state, _ = _batch.run(
+            cfg.solver, fun, u0, args, arg_axes, compact=driver.compact, sharding=sharding, on_phase=on_phase
+        )
+        return _finish_batch(cfg, arg_axes, state, args, n_valid)
+
+    bar = _batch.Progress(size, driver.progress)
+    try:
+        out = _batch.stream(
+            solve_chunk, per_fit, size, chunk_size=driver.chunk_size, sharding=sharding, progress=bar
+        )
+    finally:
+        bar.close()
+    return jax.tree_util.tree_map(lambda a: a.reshape(prep.batch + a.shape[1:]), out)
+
+
+@jax.jit(static_argnums=(0, 1, 2))
+def _prepare_batch(cfg: _Config, axes, arg_axes, *inputs):
+    prepare = lambda *a: _prepare_one(cfg, *a)  # noqa: E731
+    return jax.vmap(prepare, in_axes=axes, out_axes=(0, arg_axes, 0))(*inputs)
+
+
+@jax.jit(static_argnums=(0, 1))
+def _finish_batch(cfg: _Config, arg_axes, state, args, n_valid):
+    finish = lambda u, c, st, ns, nf, a, nv: _finish_one(cfg, u, c, st, ns, nf, a, nv)  # noqa: E731
+    return jax.vmap(finish, in_axes=(0, 0, 0, 0, 0, arg_axes, 0))(
+        state.params, state.cost, state.status, state.n_steps, state.n_fev, args, n_valid
+    )
 
 
 def _to_params(u, p0, lo, hi, fixed):
@@ -693,9 +776,26 @@ def _objective(cfg, p, x, y, sigma_term, valid):
     return Objective(residual=j_scale * r + shift, cost=cost)
 
 
+@dataclasses.dataclass(frozen=True)
+class _FreeResidual:
+    """The residual of one curve in the free variables u (hashable: a jit cache key)."""
+
+    cfg: _Config
+
+    def __call__(self, u, x, y, sigma_term, valid, p0, lo, hi, fixed):
+        return _objective(self.cfg, _to_params(u, p0, lo, hi, fixed), x, y, sigma_term, valid)
+
+
 def _fit_one(cfg: _Config, x, y, p0, sigma, mask, lo, hi, fixed) -> FitResult:
+    u0, args, n_valid = _prepare_one(cfg, x, y, p0, sigma, mask, lo, hi, fixed)
+    sol = _solve(cfg.solver, _FreeResidual(cfg), cfg.implicit_hessian, cfg.failed_grad, u0, args)
+    return _finish_one(cfg, sol.params, sol.cost, sol.status, sol.n_steps, sol.n_fev, args, n_valid)
+
+
+def _prepare_one(cfg: _Config, x, y, p0, sigma, mask, lo, hi, fixed):
+    """Start ``u0`` and the solver's ``args`` for one curve (weights, mask, bounds)."""
     dtype = y.dtype
-    m, n = y.shape[0], p0.shape[0]
+    m = y.shape[0]
     valid = jnp.ones((m,), bool) if mask is None else mask
     if cfg.masked:  # masked points may hold NaN: keep them out of every derivative
         y = jnp.where(valid, y, 0)
@@ -709,20 +809,23 @@ def _fit_one(cfg: _Config, x, y, p0, sigma, mask, lo, hi, fixed) -> FitResult:
     else:
         sigma_term = None
     n_valid = jnp.sum(valid).astype(jnp.int32)
+    return _to_free(p0, lo, hi), (x, y, sigma_term, valid, p0, lo, hi, fixed), n_valid
 
-    def residual_u(u, x, y, sigma_term, valid, p0, lo, hi, fixed):
-        return _objective(cfg, _to_params(u, p0, lo, hi, fixed), x, y, sigma_term, valid)
 
-    u0 = _to_free(p0, lo, hi)
-    sol = _solve(
-        cfg.solver,
-        residual_u,
-        cfg.implicit_hessian,
-        cfg.failed_grad,
-        u0,
-        (x, y, sigma_term, valid, p0, lo, hi, fixed),
-    )
-    params = _to_params(sol.params, p0, lo, hi, fixed)
+def _prepared_axes(cfg: _Config, mask_batched: bool):
+    """Which of :func:`_prepare_one`'s ``args`` differ per member (0) or are shared (None)."""
+    per_fit = lambda flag: 0 if flag else None  # noqa: E731
+    x_ax = per_fit(cfg.x_batched or (cfg.masked and mask_batched))
+    sigma_ax = None if cfg.sigma_kind == "none" else per_fit(cfg.sigma_batched or mask_batched)
+    return (x_ax, 0, sigma_ax, per_fit(mask_batched), 0, 0, 0, 0)
+
+
+def _finish_one(cfg: _Config, u, cost, status, n_steps, n_fev, args, n_valid) -> FitResult:
+    """Parameters, covariance, χ², dof and the fit-layer statuses of one solved curve."""
+    x, y, sigma_term, valid, p0, lo, hi, fixed = args
+    dtype = y.dtype
+    n = p0.shape[0]
+    params = _to_params(u, p0, lo, hi, fixed)
 
     # covariance from the model's Jacobian in p at the solution
     def r_of_p(p):
@@ -731,7 +834,6 @@ def _fit_one(cfg: _Config, x, y, p0, sigma, mask, lo, hi, fixed) -> FitResult:
 
     jac = jax.jacfwd(r_of_p)(params)
     jac = jnp.where(fixed[None, :], 0, jac)
-    cost = sol.cost
     chi2 = 2 * cost
     n_free = n - jnp.sum(fixed).astype(jnp.int32)
     dof = n_valid - n_free
@@ -741,7 +843,6 @@ def _fit_one(cfg: _Config, x, y, p0, sigma, mask, lo, hi, fixed) -> FitResult:
         pcov = jnp.where(fixed[:, None] | fixed[None, :], pcov, pcov * s_sq)
     perr = jnp.sqrt(jnp.diagonal(pcov))
 
-    status = sol.status
     if cfg.estimator == "poisson":
         mu0 = jnp.asarray(cfg.f(x, *[p0[i] for i in range(n)])).astype(dtype)
         nonpositive = jnp.any(valid & ((mu0 < 0) | ((mu0 == 0) & (y > 0))))
@@ -758,8 +859,8 @@ def _fit_one(cfg: _Config, x, y, p0, sigma, mask, lo, hi, fixed) -> FitResult:
         cost=cost,
         status=status,
         success=is_success(status),
-        n_steps=sol.n_steps,
-        n_fev=sol.n_fev,
+        n_steps=n_steps,
+        n_fev=n_fev,
     )
 
 

@@ -177,3 +177,154 @@ def _solve(solver: LevenbergMarquardt, fun: Callable, implicit_hessian, failed_g
         n_fev=state.n_fev,
         state=state,
     )
+
+
+def least_squares_batch(
+    fun: Callable,
+    x0,
+    args: tuple = (),
+    *,
+    in_axes=0,
+    compact: bool = True,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    devices=None,
+    **options,
+) -> Solution:
+    """Solve a batch of independent problems ``min ½‖fun(x0[i], *args_i)‖²`` fast.
+
+    The same answer as ``jax.vmap(least_squares)``, member by member, but the work
+    follows each member's own step count: members still running are compacted into
+    smaller batches as the others converge, so a few stragglers cannot hold the whole
+    batch to the step limit (see :mod:`jaxlm._batch`).  Also streams batches larger
+    than device memory in chunks, shards over devices and shows progress.
+
+    Args:
+      fun: ``fun(params, *args) -> residuals`` for *one* problem.
+      x0: starts with a leading batch axis (every leaf ``(B, ...)``).
+      args: extra arguments of ``fun``.
+      in_axes: ``0`` (every arg is batched along its leading axis), ``None`` (every
+        arg shared) or a tuple with one ``0``/``None`` per arg, as ``jax.vmap``.
+      compact: compact running members between phases (default True; False runs one
+        vmapped while loop, as ``jax.vmap(least_squares)``).
+      chunk_size: solve at most this many problems at a time (inputs may be numpy
+        arrays in host memory; results are returned as numpy arrays).
+      progress: show a tqdm progress bar with fits/s and the status tally.
+      devices: shard the batch over these devices (``jax.devices()``, say).  Inputs
+        already sharded along the batch axis with ``jax.sharding`` stay where they are
+        and the results come back sharded the same way.
+      **options: solver options of :func:`least_squares` (``damping``, ``max_steps``,
+        ``ftol``, …; not the differentiation options).
+
+    Returns:
+      A batched :class:`Solution`.  Under a JAX transformation (``jit``, ``vmap``,
+      ``grad``) the batch runs as one vmapped while loop instead (compaction needs
+      concrete values; ``chunk_size``, ``progress`` and ``devices`` are then an error),
+      with implicit derivatives as :func:`least_squares`.
+
+    Raises:
+      TypeError, ValueError: as :func:`least_squares`, plus a bad ``in_axes``, batch
+        sizes that disagree, or a driver option out of range.
+    """
+    from jaxlm import _batch
+
+    driver = _batch.Options(compact=compact, chunk_size=chunk_size, progress=progress, devices=devices)
+    driver.validate()
+    solver = LevenbergMarquardt(**options)
+    if not isinstance(args, tuple):
+        raise TypeError(f"args must be a tuple, got {type(args).__name__}")
+    axes = _arg_axes(in_axes, len(args))
+    x0 = jax.tree_util.tree_map(_as_float_batch, x0)
+    size = _batch_size(x0, args, axes)
+    member = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)  # noqa: E731
+    validate_problem(
+        fun, member(x0), tuple(member(a) if ax == 0 else a for a, ax in zip(args, axes, strict=True))
+    )
+
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((x0, args))):
+        if driver.streaming:
+            raise ValueError(
+                "chunk_size, progress and devices need concrete inputs; under jit/vmap/grad "
+                "least_squares_batch runs as one vmapped while loop"
+            )
+        solve = lambda x, *a: _solve(solver, fun, "exact", "nan", x, a)  # noqa: E731
+        return jax.vmap(solve, in_axes=(0, *axes))(x0, *args)
+
+    batched_args = _batch.batched(axes, args)
+    sharding = _batch.batch_sharding(jax.tree_util.tree_leaves((x0, batched_args)), devices)
+
+    def solve_chunk(chunk, on_phase):
+        x, part = chunk
+        state, _ = _batch.run(
+            solver,
+            fun,
+            x,
+            _batch.merge(axes, part, args),
+            axes,
+            compact=compact,
+            sharding=sharding,
+            on_phase=on_phase,
+        )
+        return Solution(
+            state.params,
+            state.cost,
+            state.status,
+            is_success(state.status),
+            state.n_steps,
+            state.n_fev,
+            state,
+        )
+
+    bar = _batch.Progress(size, progress)
+    try:
+        return _batch.stream(
+            solve_chunk, (x0, batched_args), size, chunk_size=chunk_size, sharding=sharding, progress=bar
+        )
+    finally:
+        bar.close()
+
+
+def _as_float_batch(leaf):
+    """A batched leaf of x0 as floats, left where it is (host numpy stays on the host)."""
+    dtype = getattr(leaf, "dtype", None) or np.asarray(leaf).dtype
+    if jnp.issubdtype(dtype, jnp.floating):
+        return leaf
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
+        raise TypeError(f"x0 must hold numeric arrays, got dtype {dtype}")
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError("x0 must be real; complex parameters are not supported")
+    return np.asarray(leaf, dtype=jnp.result_type(float))
+
+
+def _arg_axes(in_axes, n_args):
+    if in_axes is None or (isinstance(in_axes, int) and not isinstance(in_axes, bool)):
+        in_axes = (in_axes,) * n_args
+    if not isinstance(in_axes, tuple | list) or len(in_axes) != n_args:
+        raise ValueError(
+            f"in_axes must be 0, None or a tuple of {n_args} entries (one per arg), got {in_axes!r}"
+        )
+    for ax in in_axes:
+        if ax not in (0, None) or isinstance(ax, bool):
+            raise ValueError(f"in_axes entries must be 0 (batched) or None (shared), got {ax!r}")
+    return tuple(in_axes)
+
+
+def _batch_size(x0, args, axes):
+    sizes = set()
+    named = [("x0", x0)] + [
+        (f"args[{i}]", a) for i, (a, ax) in enumerate(zip(args, axes, strict=True)) if ax == 0
+    ]
+    for name, tree in named:
+        for leaf in jax.tree_util.tree_leaves(tree):
+            if np.ndim(leaf) == 0:
+                raise ValueError(f"{name} must have a leading batch axis, got a scalar")
+            sizes.add((name, np.shape(leaf)[0]))
+    if not sizes:
+        raise ValueError("x0 must contain at least one parameter, got an empty pytree")
+    if len({size for _, size in sizes}) > 1:
+        found = ", ".join(f"{name}: {size}" for name, size in sorted(sizes))
+        raise ValueError(f"batch sizes disagree along the leading axis ({found})")
+    size = sizes.pop()[1]
+    if size == 0:
+        raise ValueError("x0 has an empty batch (leading axis of size 0)")
+    return size

@@ -49,12 +49,12 @@ class GaussNewtonModel(NamedTuple):
     vector: jax.Array
 
 
-def compress(method: str, jac: jax.Array, res: jax.Array) -> GaussNewtonModel:
-    """Compress the m×n Jacobian ``jac`` and the residual ``res`` into an n×n model.
+def compress(method: str, jac_t: jax.Array, res: jax.Array) -> GaussNewtonModel:
+    """Compress the Jacobian and the residual ``res`` into an n×n model.
 
     Args:
       method: ``"cholesky"`` or ``"qr"``.
-      jac: Jacobian, shape (m, n).
+      jac_t: the *transposed* Jacobian Jᵀ, shape (n, m): row j is ∂r/∂x_j.
       res: residual vector, shape (m,).
 
     Returns:
@@ -62,17 +62,37 @@ def compress(method: str, jac: jax.Array, res: jax.Array) -> GaussNewtonModel:
       where ``J = QR``.  For qr with m < n the factor is zero-padded to n×n.
     """
     if method == "cholesky":
-        jt = jac.T
-        return GaussNewtonModel(jt @ jac, jt @ res)
+        if jac_t.shape[0] <= UNROLL_MAX_N:
+            return GaussNewtonModel(_unrolled_gram(jac_t), _unrolled_products(jac_t, res))
+        return GaussNewtonModel(jac_t @ jac_t.T, jac_t @ res)
     if method == "qr":
-        m, n = jac.shape
+        n, m = jac_t.shape
         # One QR of [J | r]: its last column above the diagonal is Qᵀr.
-        aug = jnp.concatenate([jac, res[:, None]], axis=1)
+        aug = jnp.concatenate([jac_t.T, res[:, None]], axis=1)
         if m < n + 1:
             aug = jnp.concatenate([aug, jnp.zeros((n + 1 - m, n + 1), aug.dtype)], axis=0)
         r_aug = jnp.linalg.qr(aug, mode="r")
         return GaussNewtonModel(r_aug[:n, :n], r_aug[:n, n])
     raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {method!r}")
+
+
+def _unrolled_gram(jac_t):
+    """JᵀJ as n(n+1)/2 separate dot products of J's columns (rows of ``jac_t``).
+
+    Under ``vmap`` each product is one fused multiply-reduce over the batch, which XLA's
+    CPU backend runs 2× faster than a batch of tiny matrix products (and it computes
+    each symmetric entry once).
+    """
+    n = jac_t.shape[0]
+    entry = {}
+    for i in range(n):
+        for k in range(i + 1):
+            entry[i, k] = jnp.sum(jac_t[i] * jac_t[k])
+    return jnp.stack([jnp.stack([entry[max(i, k), min(i, k)] for k in range(n)]) for i in range(n)])
+
+
+def _unrolled_products(jac_t, res):
+    return jnp.stack([jnp.sum(jac_t[i] * res) for i in range(jac_t.shape[0])])
 
 
 def normal_diag(method: str, model: GaussNewtonModel) -> jax.Array:

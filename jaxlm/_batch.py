@@ -1,0 +1,396 @@
+"""The many-problem driver: straggler-free batches, chunked streaming, sharding, progress.
+
+Under ``jax.vmap`` a ``lax.while_loop`` runs every member of a batch until the slowest
+one stops: a few members that need hundreds of steps (or never meet their tolerance)
+hold the whole batch to the step limit.  This module runs a batch of independent LM
+problems so that the work follows the members' own step counts instead:
+
+**Compaction.**  The batch is stepped in *phases*.  A phase is one compiled
+``while_loop`` over the vmapped :meth:`LevenbergMarquardt.step` on the *active set*; it
+stops as soon as at most a quarter of the active set is still running.  The host then
+gathers the running members (their states and per-member data) into a smaller active
+set whose size is a *bucket* — ``min_bucket · 4ᵏ`` (times the device count) — scatters
+the finished ones back, and starts the next phase.  Each phase keeps ≥ 25 % of its
+members busy and compiles once per bucket size, so a call compiles at most
+``log₄(batch / min_bucket) + 1`` phase programs, all reused by later calls.  A stopped
+member is frozen by ``step`` itself, so padding a bucket with copies of a stopped member
+changes nothing, and every member's result is the one it would have had alone.
+
+**Chunks.**  ``chunk_size`` splits a batch that does not fit in device memory into
+chunks of equal size (the last one padded, so nothing recompiles); chunk ``i + 1`` is
+transferred to the device while chunk ``i`` is solved, results are copied back
+asynchronously and returned as host (numpy) arrays.
+
+**Devices.**  Inputs sharded along the batch axis with :mod:`jax.sharding` (a
+``NamedSharding`` whose spec partitions axis 0) are solved where they lie: every phase,
+gather and scatter is one SPMD program over the mesh and its outputs are constrained to
+the same batch sharding, so results come back sharded the same way, on every device.
+``devices=[...]`` shards unsharded input over the given devices.  Because the programs
+are ordinary ``jax.jit`` programs over global arrays, the same code runs multi-host
+after ``jax.distributed.initialize`` (see the README).
+
+**Progress.**  ``progress=True`` shows a tqdm bar counting finished fits, with fits/s
+and the running status tally.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxlm._solver import LevenbergMarquardt, LMState, Status
+
+MIN_BUCKET = 64
+"""Smallest active-set size per device: below it a phase runs to the end."""
+GROWTH = 4
+"""Bucket sizes are ``MIN_BUCKET · GROWTH**k`` (per device); a phase ends when at most
+``1/GROWTH`` of its members are still running."""
+
+
+class RunStats(NamedTuple):
+    """What a driver call did (for benchmarks and tests).
+
+    Attributes:
+      executed: member-steps executed, counting every slot of every active set at
+        every iteration (what the hardware did).
+      needed: the sum of the members' own step counts (what the problems needed).
+      phases: compiled phases run (each a ``while_loop`` on one active set).
+      sizes: the distinct active-set sizes used (one compilation each).
+    """
+
+    executed: int
+    needed: int
+    phases: int
+    sizes: tuple
+
+    @property
+    def ratio(self) -> float:
+        """executed / needed (1 is ideal; a plain vmapped while loop has ≈ max/mean)."""
+        return self.executed / max(self.needed, 1)
+
+
+class Options(NamedTuple):
+    """The driver options shared by :func:`jaxlm.least_squares_batch` and ``jaxlm.fit``."""
+
+    compact: bool = True
+    chunk_size: int | None = None
+    progress: bool = False
+    devices: Sequence | None = None
+
+    def validate(self):
+        if not isinstance(self.compact, bool):
+            raise TypeError(f"compact must be True or False, got {self.compact!r}")
+        if self.chunk_size is not None and not (
+            isinstance(self.chunk_size, int | np.integer)
+            and not isinstance(self.chunk_size, bool)
+            and self.chunk_size > 0
+        ):
+            raise ValueError(f"chunk_size must be a positive int or None, got {self.chunk_size!r}")
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"progress must be True or False, got {self.progress!r}")
+        if self.devices is not None:
+            devices = list(self.devices) if not isinstance(self.devices, jax.Device) else None
+            if not devices or not all(isinstance(d, jax.Device) for d in devices):
+                raise TypeError("devices must be a non-empty sequence of jax.Device (e.g. jax.devices())")
+
+    @property
+    def streaming(self) -> bool:
+        """Options that need concrete input (a host loop), not just a faster path."""
+        return self.chunk_size is not None or self.progress or self.devices is not None
+
+
+# --------------------------------------------------------------------------- placement
+def batch_sharding(leaves, devices) -> NamedSharding | None:
+    """The sharding of the batch axis: over ``devices`` if given, else the one the
+    inputs already carry (a ``NamedSharding`` partitioning axis 0), else None."""
+    if devices is not None:
+        return NamedSharding(Mesh(np.asarray(list(devices)), ("batch",)), PartitionSpec("batch"))
+    for leaf in leaves:
+        sharding = getattr(leaf, "sharding", None)
+        if (
+            isinstance(sharding, NamedSharding)
+            and getattr(leaf, "ndim", 0) >= 1
+            and len(sharding.spec) >= 1
+            and sharding.spec[0] is not None
+            and sharding.mesh.size > 1
+        ):
+            return NamedSharding(sharding.mesh, PartitionSpec(sharding.spec[0]))
+    return None
+
+
+def _n_shards(sharding) -> int:
+    if sharding is None:
+        return 1
+    axes = sharding.spec[0]
+    axes = axes if isinstance(axes, tuple) else (axes,)
+    return math.prod(sharding.mesh.shape[a] for a in axes)
+
+
+def _constrain(tree, sharding):
+    """Pin the batch axis of every leaf of ``tree`` to ``sharding`` (inside jit)."""
+    if sharding is None:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda a: jax.lax.with_sharding_constraint(
+            a, NamedSharding(sharding.mesh, PartitionSpec(sharding.spec[0], *([None] * (a.ndim - 1))))
+        ),
+        tree,
+    )
+
+
+def host_value(a) -> np.ndarray:
+    """A replicated (or single-device) result as numpy, also on a multi-host mesh."""
+    if getattr(a, "is_fully_addressable", True):
+        return np.asarray(a)
+    return np.asarray(a.addressable_data(0))
+
+
+# --------------------------------------------------------------------------- compiled pieces
+def batched(axes, tree):
+    return tuple(t for t, ax in zip(tree, axes, strict=True) if ax == 0)
+
+
+def merge(axes, batched_part, shared):
+    it, out = iter(batched_part), []
+    for ax, s in zip(axes, shared, strict=True):
+        out.append(next(it) if ax == 0 else s)
+    return tuple(out)
+
+
+@jax.jit(static_argnums=(0, 1, 2, 3))
+def _init(solver: LevenbergMarquardt, fun: Callable, axes, sharding, x0, args):
+    state = jax.vmap(lambda x, *a: solver.init(fun, x, *a), in_axes=(0, *axes))(x0, *args)
+    return _constrain(state, sharding), _tally(state.status)
+
+
+@jax.jit(static_argnums=(0, 1, 2, 3))
+def _phase(solver: LevenbergMarquardt, fun: Callable, axes, sharding, state, args, threshold):
+    step = jax.vmap(lambda s, *a: solver.step(fun, s, *a), in_axes=(0, *axes))
+
+    def cond(carry):
+        st, _ = carry
+        return jnp.sum(st.status == Status.RUNNING) > threshold
+
+    def body(carry):
+        st, i = carry
+        return _constrain(step(st, *args), sharding), i + 1
+
+    state, iters = jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))
+    return state, iters
+
+
+def _tally(status):
+    return jnp.bincount(jnp.clip(status, 0, len(Status) - 1), length=len(Status))
+
+
+@jax.jit(static_argnums=(0, 1, 2))
+def _compact(bucket: int, axes, sharding, state, args):
+    """The running members (padded with a stopped one) as a new active set of size bucket."""
+    running = state.status == Status.RUNNING
+    fill = jnp.argmin(running)  # first stopped member: frozen, so a harmless pad
+    (idx,) = jnp.nonzero(running, size=bucket, fill_value=fill)
+    take = lambda a: a[idx]  # noqa: E731
+    active = jax.tree_util.tree_map(take, state)
+    part = jax.tree_util.tree_map(take, batched(axes, args))
+    return idx, _constrain(active, sharding), merge(axes, _constrain(part, sharding), args)
+
+
+@jax.jit(static_argnums=(0,), donate_argnums=(1,))
+def _scatter(sharding, state, active, idx):
+    state = jax.tree_util.tree_map(lambda full, part: full.at[idx].set(part), state, active)
+    state = _constrain(state, sharding)
+    return state, _tally(state.status)
+
+
+def _bucket(n_running: int, n_shards: int) -> int:
+    size = MIN_BUCKET * n_shards
+    while size < n_running:
+        size *= GROWTH
+    return size
+
+
+def run(
+    solver: LevenbergMarquardt,
+    fun: Callable,
+    x0,
+    args: tuple,
+    axes: tuple,
+    *,
+    compact: bool = True,
+    sharding: NamedSharding | None = None,
+    on_phase: Callable[[np.ndarray], None] | None = None,
+) -> tuple[LMState, RunStats]:
+    """Solve a batch (leading axis of ``x0`` and of the ``args`` whose axis is 0).
+
+    Returns the final batched :class:`LMState` (equal, member by member, to
+    ``vmap(solver.run)``) and :class:`RunStats`.  ``on_phase`` receives the status tally
+    (counts per :class:`Status` code) after each phase.
+    """
+    size = jax.tree_util.tree_leaves(x0)[0].shape[0]
+    n_shards = _n_shards(sharding)
+    state, counts = _init(solver, fun, axes, sharding, x0, args)
+    counts = host_value(counts)
+    active, active_args, idx = state, args, None
+    executed, phases, sizes = 0, 0, {size}
+    while counts[Status.RUNNING] > 0:
+        can_shrink = compact and size > MIN_BUCKET * n_shards
+        threshold = size // GROWTH if can_shrink else 0
+        active, iters = _phase(solver, fun, axes, sharding, active, active_args, threshold)
+        phases += 1
+        executed += size * int(host_value(iters))
+        if idx is None:
+            state, counts = active, host_value(_tally(active.status))
+        else:
+            state, counts = _scatter(sharding, state, active, idx)
+            counts = host_value(counts)
+        if on_phase is not None:
+            on_phase(counts)
+        n_running = int(counts[Status.RUNNING])
+        if n_running and _bucket(n_running, n_shards) < size:
+            size = _bucket(n_running, n_shards)
+            sizes.add(size)
+            idx, active, active_args = _compact(size, axes, sharding, state, args)
+    needed = int(np.sum(host_value(jnp.sum(state.n_steps))))
+    return state, RunStats(executed, needed, phases, tuple(sorted(sizes, reverse=True)))
+
+
+# --------------------------------------------------------------------------- chunks and progress
+class Progress:
+    """A tqdm bar over finished fits with fits/s and the status tally (no-op when off)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        self.done_before = 0
+        self.tally = np.zeros(len(Status), np.int64)
+        if not enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError as err:  # pragma: no cover - tqdm is in every extra that needs it
+            raise ImportError("progress=True needs tqdm: pip install tqdm") from err
+        self.bar = tqdm(total=total, unit="fit", unit_scale=True, desc="jaxlm", smoothing=0.1)
+
+    def phase(self, counts, real: int, pad: int):
+        """Counts of the current chunk after a phase (padding members excluded)."""
+        if self.bar is None:
+            return
+        finished = min(int(np.sum(counts)) - int(counts[Status.RUNNING]) - pad, real)
+        self.bar.n = self.done_before + max(finished, 0)  # the tally waits for the chunk's end
+        self.bar.refresh()
+
+    def chunk_done(self, status: np.ndarray):
+        self.tally += np.bincount(np.clip(status.ravel(), 0, len(Status) - 1), minlength=len(Status))
+        self.done_before += status.size
+        if self.bar is not None:
+            self.bar.n = self.done_before
+            self._postfix(self.tally)
+
+    def _postfix(self, tally):
+        converged = int(sum(tally[s] for s in (1, 2, 3)))
+        parts = {"converged": converged}
+        for code in (Status.MAX_STEPS, Status.NONFINITE, Status.NO_PROGRESS, Status.NO_DATA, 8):
+            if tally[code]:
+                parts[Status(code).name.lower()] = int(tally[code])
+        self.bar.set_postfix(parts, refresh=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def stream(
+    solve_chunk: Callable[[Any, Callable], Any],
+    inputs,
+    batch: int,
+    *,
+    chunk_size: int | None,
+    sharding: NamedSharding | None,
+    progress: Progress,
+):
+    """Run ``solve_chunk(chunk_inputs, on_phase)`` over chunks of the batched ``inputs``.
+
+    ``inputs`` is a pytree whose leaves are batched along axis 0 (host or device
+    arrays).  Without ``chunk_size`` the whole batch is one chunk and the device result
+    is returned as is (sharded like the input).  With it, every chunk has the same size
+    (the last one padded with copies of its first member), chunk ``i + 1`` is placed on
+    the device before chunk ``i`` is solved, and the results are gathered into host
+    numpy arrays.
+    """
+    n_shards = _n_shards(sharding)
+    if chunk_size is None:
+        pad = (-batch) % n_shards
+        placed = _place(_pad(inputs, batch, pad), sharding)
+        out = solve_chunk(placed, lambda counts: progress.phase(counts, batch, pad))
+        out = _unpad(out, batch) if pad else out
+        progress.chunk_done(_status_of(out))
+        return out
+    size = min(chunk_size, batch)
+    size += (-size) % n_shards
+    starts = list(range(0, batch, size))
+
+    def load(start):
+        real = min(size, batch - start)
+        part = jax.tree_util.tree_map(lambda a: a[start : start + real], inputs)
+        return _place(_pad(part, real, size - real), sharding), real
+
+    results = None
+    pending = load(starts[0])
+    previous = None
+    for k, start in enumerate(starts):
+        placed, real = pending
+        if k + 1 < len(starts):
+            pending = load(starts[k + 1])  # async host→device copy overlaps this chunk
+        out = solve_chunk(placed, lambda counts, real=real: progress.phase(counts, real, size - real))
+        for leaf in jax.tree_util.tree_leaves(out):
+            leaf.copy_to_host_async()
+        progress.chunk_done(_status_of(out)[:real])
+        if previous is not None:
+            results = _store(results, *previous, batch)
+        previous = (out, start, real)
+    results = _store(results, *previous, batch)
+    return results
+
+
+def _store(results, out, start, real, batch):
+    host = jax.tree_util.tree_map(lambda a: np.asarray(a)[:real], out)
+    if results is None:
+        results = jax.tree_util.tree_map(lambda a: np.empty((batch,) + a.shape[1:], a.dtype), host)
+    jax.tree_util.tree_map(lambda dst, src: dst.__setitem__(slice(start, start + real), src), results, host)
+    return results
+
+
+def _status_of(out):
+    """This process's part of the status array, on the host."""
+    status = out.status
+    if getattr(status, "is_fully_addressable", True):
+        return np.asarray(status)
+    return np.concatenate([np.asarray(s.data) for s in status.addressable_shards])
+
+
+def _pad(tree, real, pad):
+    if pad == 0:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda a: jnp.concatenate([jnp.asarray(a), jnp.repeat(jnp.asarray(a)[:1], pad, axis=0)]), tree
+    )
+
+
+def _unpad(tree, real):
+    return jax.tree_util.tree_map(lambda a: a[:real], tree)
+
+
+def _place(tree, sharding):
+    if sharding is None:  # the default device (inputs may have been prepared on the host)
+        return jax.device_put(tree, jax.devices()[0])
+    return jax.tree_util.tree_map(
+        lambda a: jax.device_put(
+            a, NamedSharding(sharding.mesh, PartitionSpec(sharding.spec[0], *([None] * (np.ndim(a) - 1))))
+        ),
+        tree,
+    )

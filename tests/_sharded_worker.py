@@ -1,0 +1,105 @@
+"""Run by tests/test_batch.py in fresh processes (device flags must precede JAX's start).
+
+``python _sharded_worker.py devices``: 4 simulated CPU devices in one process.
+``python _sharded_worker.py host ID PORT``: one of two processes of a multi-host run.
+Prints ``OK`` after every check passed; an assertion error otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+mode = sys.argv[1]
+if mode == "devices":
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+if mode == "host":
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=f"localhost:{sys.argv[3]}", num_processes=2, process_id=int(sys.argv[2])
+    )
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
+
+import jaxlm  # noqa: E402
+
+T = np.linspace(0.0, 4.0, 30)
+
+
+# Different programs (batch sizes, shardings, compaction) round differently, and a noisy
+# minimum is only pinned to ~√eps along its flat directions (the cost cannot see finer
+# changes).  Zero-residual data and tight tolerances make every program end at the
+# minimiser itself, to rounding, so the results can be compared at 1e-10.
+TIGHT = dict(ftol=0.0, xtol=1e-13, gtol=1e-13)
+
+
+def decay(p, t, y):
+    return p[0] * jnp.exp(-p[1] * t) + p[2] - y
+
+
+def problems(n, seed=0):
+    rng = np.random.default_rng(seed)
+    true = np.stack([rng.uniform(1, 3, n), rng.uniform(0.5, 2, n), rng.uniform(-0.2, 0.2, n)], 1)
+    y = true[:, :1] * np.exp(-true[:, 1:2] * T) + true[:, 2:]
+    p0 = np.tile([1.0, 1.0, 0.0], (n, 1))
+    p0[::17, 1] = 30.0  # stragglers: starts far from the solution
+    return p0, y
+
+
+def reference(p0, y):
+    solve = jax.vmap(lambda p, yy: jaxlm.least_squares(decay, p, (T, yy), **TIGHT))
+    return jax.jit(solve)(jnp.asarray(p0), jnp.asarray(y))
+
+
+def check_equal(result, ref):
+    np.testing.assert_allclose(np.asarray(result.params), np.asarray(ref.params), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(np.asarray(result.status), np.asarray(ref.status))
+
+
+if mode == "devices":
+    devices = jax.devices()
+    assert len(devices) == 4, devices
+    mesh = Mesh(np.asarray(devices), ("batch",))
+    p0, y = problems(400)
+    ref = reference(p0, y)
+    rows = NamedSharding(mesh, PartitionSpec("batch"))
+    p0_s, y_s = jax.device_put(p0, rows), jax.device_put(y, rows)
+    sol = jaxlm.least_squares_batch(decay, p0_s, (T, y_s), in_axes=(None, 0), **TIGHT)
+    assert sol.params.sharding.spec[0] == "batch", sol.params.sharding
+    assert len(sol.params.sharding.device_set) == 4
+    check_equal(sol, ref)
+    # the devices option shards unsharded input (402 is padded to a multiple of 4 inside)
+    sol = jaxlm.least_squares_batch(decay, p0[:402], (T, y[:402]), in_axes=(None, 0), devices=devices, **TIGHT)
+    assert len(sol.params.sharding.device_set) == 4
+    check_equal(sol, jax.tree_util.tree_map(lambda a: a[:402], ref))
+    # the fitting layer keeps the sharding too and matches its single-device answer
+    model = lambda t, a, k, c: a * jnp.exp(-k * t) + c  # noqa: E731
+    plain = jaxlm.fit(model, T, y, p0, absolute_sigma=True, compact=False, **TIGHT)
+    res = jaxlm.fit(model, T, y_s, jax.device_put(p0, rows), absolute_sigma=True, **TIGHT)
+    assert len(res.params.sharding.device_set) == 4 and res.params.sharding.spec[0] == "batch"
+    np.testing.assert_allclose(np.asarray(res.params), np.asarray(plain.params), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(res.pcov), np.asarray(plain.pcov), rtol=1e-8)
+    np.testing.assert_array_equal(np.asarray(res.status), np.asarray(plain.status))
+else:
+    me = jax.process_index()
+    assert jax.process_count() == 2 and len(jax.devices()) == 2, jax.devices()
+    mesh = Mesh(np.asarray(jax.devices()), ("batch",))
+    rows = NamedSharding(mesh, PartitionSpec("batch"))
+    p0, y = problems(200)  # the same global data on both processes; each holds its half
+    local = slice(100 * me, 100 * (me + 1))
+    p0_g = jax.make_array_from_process_local_data(rows, p0[local])
+    y_g = jax.make_array_from_process_local_data(rows, y[local])
+    sol = jaxlm.least_squares_batch(decay, p0_g, (T, y_g), in_axes=(None, 0), **TIGHT)
+    assert not sol.params.is_fully_addressable and sol.params.shape == (200, 3)
+    (shard,) = sol.params.addressable_shards
+    ref = reference(p0[local], y[local])
+    np.testing.assert_allclose(np.asarray(shard.data), np.asarray(ref.params), rtol=1e-10, atol=1e-12)
+    (status,) = sol.status.addressable_shards
+    np.testing.assert_array_equal(np.asarray(status.data), np.asarray(ref.status))
+print("OK")
