@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-mode = sys.argv[1]
+mode = sys.argv[1] if __name__ == "__main__" else None  # imported by the tests: helpers only
 if mode == "devices":
     os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 
@@ -62,7 +62,7 @@ def check_equal(result, ref):
     np.testing.assert_array_equal(np.asarray(result.status), np.asarray(ref.status))
 
 
-if mode == "devices":
+def main_devices():
     devices = jax.devices()
     assert len(devices) == 4, devices
     mesh = Mesh(np.asarray(devices), ("batch",))
@@ -75,7 +75,9 @@ if mode == "devices":
     assert len(sol.params.sharding.device_set) == 4
     check_equal(sol, ref)
     # the devices option shards unsharded input (402 is padded to a multiple of 4 inside)
-    sol = jaxlm.least_squares_batch(decay, p0[:402], (T, y[:402]), in_axes=(None, 0), devices=devices, **TIGHT)
+    sol = jaxlm.least_squares_batch(
+        decay, p0[:402], (T, y[:402]), in_axes=(None, 0), devices=devices, **TIGHT
+    )
     assert len(sol.params.sharding.device_set) == 4
     check_equal(sol, jax.tree_util.tree_map(lambda a: a[:402], ref))
     # the fitting layer keeps the sharding too and matches its single-device answer
@@ -86,7 +88,9 @@ if mode == "devices":
     np.testing.assert_allclose(np.asarray(res.params), np.asarray(plain.params), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.asarray(res.pcov), np.asarray(plain.pcov), rtol=1e-8)
     np.testing.assert_array_equal(np.asarray(res.status), np.asarray(plain.status))
-else:
+
+
+def main_host():
     me = jax.process_index()
     assert jax.process_count() == 2 and len(jax.devices()) == 2, jax.devices()
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
@@ -102,4 +106,11 @@ else:
     np.testing.assert_allclose(np.asarray(shard.data), np.asarray(ref.params), rtol=1e-10, atol=1e-12)
     (status,) = sol.status.addressable_shards
     np.testing.assert_array_equal(np.asarray(status.data), np.asarray(ref.status))
-print("OK")
+
+
+if mode == "devices":
+    main_devices()
+    print("OK")
+elif mode == "host":
+    main_host()
+    print("OK")
