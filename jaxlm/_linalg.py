@@ -62,7 +62,7 @@ def compress(method: str, jac_t: jax.Array, res: jax.Array) -> GaussNewtonModel:
       where ``J = QR``.  For qr with m < n the factor is zero-padded to n×n.
     """
     if method == "cholesky":
-        if jac_t.shape[0] <= UNROLL_MAX_N:
+        if jac_t.shape[0] <= GRAM_UNROLL_MAX_N:
             return GaussNewtonModel(_unrolled_gram(jac_t), _unrolled_products(jac_t, res))
         return GaussNewtonModel(jac_t @ jac_t.T, jac_t @ res)
     if method == "qr":
@@ -74,6 +74,12 @@ def compress(method: str, jac_t: jax.Array, res: jax.Array) -> GaussNewtonModel:
         r_aug = jnp.linalg.qr(aug, mode="r")
         return GaussNewtonModel(r_aug[:n, :n], r_aug[:n, n])
     raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {method!r}")
+
+
+GRAM_UNROLL_MAX_N = 5
+"""Up to this many parameters JᵀJ is formed from unrolled column products: 2× faster
+than a batched matmul inside the LM step for n = 4, 5 (fused with the Jacobian), slower
+in isolation from n = 6 on (``benchmarks/small_solve.py``)."""
 
 
 def _unrolled_gram(jac_t):
