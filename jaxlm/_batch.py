@@ -7,12 +7,13 @@ problems so that the work follows the members' own step counts instead:
 
 **Compaction.**  The batch is stepped in *phases*.  A phase is one compiled
 ``while_loop`` over the vmapped :meth:`LevenbergMarquardt.step` on the *active set*; it
-stops as soon as at most a quarter of the active set is still running.  The host then
-gathers the running members (their states and per-member data) into a smaller active
-set whose size is a *bucket* — ``min_bucket · 4ᵏ`` (times the device count) — scatters
-the finished ones back, and starts the next phase.  Each phase keeps ≥ 25 % of its
-members busy and compiles once per bucket size, so a call compiles at most
-``log₄(batch / min_bucket) + 1`` phase programs, all reused by later calls.  A stopped
+stops as soon as no more members are running than the largest *bucket* — a size
+``MIN_BUCKET · 4ᵏ`` (times the device count) — that is at most a quarter of the active
+set.  The host then gathers the running members (their states and per-member data) into
+an active set of that bucket's size, scatters the finished ones back, and starts the
+next phase.  Every compaction shrinks the active set at least 4×, and each size compiles
+once, so a call compiles at most ``log₄(batch / MIN_BUCKET) + 1`` phase programs, all
+reused by later calls with the same batch size.  A stopped
 member is frozen by ``step`` itself, so padding a bucket with copies of a stopped member
 changes nothing, and every member's result is the one it would have had alone.
 
@@ -49,8 +50,8 @@ from jaxlm._solver import LevenbergMarquardt, LMState, Status
 MIN_BUCKET = 64
 """Smallest active-set size per device: below it a phase runs to the end."""
 GROWTH = 4
-"""Bucket sizes are ``MIN_BUCKET · GROWTH**k`` (per device); a phase ends when at most
-``1/GROWTH`` of its members are still running."""
+"""Bucket sizes are ``MIN_BUCKET · GROWTH**k`` (per device); each compaction shrinks
+the active set at least ``GROWTH`` times."""
 
 
 class RunStats(NamedTuple):
@@ -208,6 +209,17 @@ def _scatter(sharding, state, active, idx):
     return state, _tally(state.status)
 
 
+def _target(size: int, n_shards: int) -> int | None:
+    """The largest bucket at most ``size / GROWTH`` (None if there is none): a phase on
+    ``size`` members runs until no more than that many are still running."""
+    bucket = MIN_BUCKET * n_shards
+    if bucket * GROWTH > size:
+        return None
+    while bucket * GROWTH * GROWTH <= size:
+        bucket *= GROWTH
+    return bucket
+
+
 def _bucket(n_running: int, n_shards: int) -> int:
     size = MIN_BUCKET * n_shards
     while size < n_running:
@@ -239,8 +251,8 @@ def run(
     active, active_args, idx = state, args, None
     executed, phases, sizes = 0, 0, {size}
     while counts[Status.RUNNING] > 0:
-        can_shrink = compact and size > MIN_BUCKET * n_shards
-        threshold = size // GROWTH if can_shrink else 0
+        target = _target(size, n_shards) if compact else None
+        threshold = target or 0
         active, iters = _phase(solver, fun, axes, sharding, active, active_args, threshold)
         phases += 1
         executed += size * int(host_value(iters))
@@ -252,7 +264,7 @@ def run(
         if on_phase is not None:
             on_phase(counts)
         n_running = int(counts[Status.RUNNING])
-        if n_running and _bucket(n_running, n_shards) < size:
+        if n_running and target:
             size = _bucket(n_running, n_shards)
             sizes.add(size)
             idx, active, active_args = _compact(size, axes, sharding, state, args)
