@@ -26,6 +26,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.optimize  # noqa: E402
+from _timing import timed  # noqa: E402
 
 import jaxlm  # noqa: E402
 
@@ -52,18 +53,6 @@ def make_data(n, seed=0):
     return x, y, p0
 
 
-def best_of(fn, repeats=3):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t0)
-    return best, first, out
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
@@ -76,10 +65,10 @@ def main(argv=None):
     rows = []
     for dtype in (jnp.float32, jnp.float64):
         xd, yd, p0d = (jnp.asarray(a, dtype) for a in (x, y, p0))
-        # the lambdas run inside their own loop iteration (best_of calls them at once)
-        t_fit, first_fit, res = best_of(lambda: jaxlm.fit(gaussian, xd, yd, p0d, bounds=(lower, upper)))  # noqa: B023
+        # the lambdas run inside their own loop iteration (timed calls them at once)
+        res, first_fit, t_fit = timed(lambda: jaxlm.fit(gaussian, xd, yd, p0d, bounds=(lower, upper)))  # noqa: B023
         solve = jax.jit(jax.vmap(lambda p, yy: jaxlm.least_squares(residual, p, args=(xd, yy))))  # noqa: B023
-        t_ls, first_ls, sol = best_of(lambda: solve(p0d, yd))  # noqa: B023
+        sol, first_ls, t_ls = timed(lambda: solve(p0d, yd))  # noqa: B023
         rows.append(
             dict(
                 dtype=jnp.dtype(dtype).name,

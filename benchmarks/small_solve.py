@@ -19,26 +19,20 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import timed
 
 from jaxlm import _linalg
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
-def best(fn, *args, repeats=5):
-    fn = jax.jit(fn)
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return min(times)
+def best(fn, *args):
+    jitted = jax.jit(fn)
+    return timed(lambda: jitted(*args), repeats=5)[2]
 
 
 def lapack(a, b):

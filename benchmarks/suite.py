@@ -45,6 +45,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import timed
 
 import jaxlm
 from jaxlm import _batch
@@ -192,18 +193,6 @@ def run_scipy(fun, x, y, p0, tol, max_steps):
         )
         costs.append(res.cost)
     return np.asarray(costs)
-
-
-def timed(fn, repeats):
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t0)
-    return out, first, best
 
 
 def as_good(mine, theirs, dtype):

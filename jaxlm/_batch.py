@@ -172,6 +172,9 @@ def _init(solver: LevenbergMarquardt, fun: Callable, axes, sharding, x0, args):
 
 @jax.jit(static_argnums=(0, 1, 2, 3))
 def _phase(solver: LevenbergMarquardt, fun: Callable, axes, sharding, state, args, threshold):
+    """Step the active set until at most ``threshold`` members run.  Returns the state,
+    the iterations run, the member-steps taken (padding members take none: they are
+    stopped) and the status tally of the active set."""
     step = jax.vmap(lambda s, *a: solver.step(fun, s, *a), in_axes=(0, *axes))
 
     def cond(carry):
@@ -182,8 +185,9 @@ def _phase(solver: LevenbergMarquardt, fun: Callable, axes, sharding, state, arg
         st, i = carry
         return _constrain(step(st, *args), sharding), i + 1
 
-    state, iters = jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))
-    return state, iters
+    new, iters = jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))
+    taken = jnp.sum(new.n_steps - state.n_steps)
+    return new, iters, taken, _tally(new.status)
 
 
 def _tally(status):
@@ -249,18 +253,19 @@ def run(
     state, counts = _init(solver, fun, axes, sharding, x0, args)
     counts = host_value(counts)
     active, active_args, idx = state, args, None
-    executed, phases, sizes = 0, 0, {size}
+    executed, needed, phases, sizes = 0, 0, 0, {size}
     while counts[Status.RUNNING] > 0:
         target = _target(size, n_shards) if compact else None
         threshold = target or 0
-        active, iters = _phase(solver, fun, axes, sharding, active, active_args, threshold)
+        active, iters, taken, counts = _phase(solver, fun, axes, sharding, active, active_args, threshold)
         phases += 1
         executed += size * int(host_value(iters))
+        needed += int(host_value(taken))
         if idx is None:
-            state, counts = active, host_value(_tally(active.status))
+            state = active
         else:
             state, counts = _scatter(sharding, state, active, idx)
-            counts = host_value(counts)
+        counts = host_value(counts)
         if on_phase is not None:
             on_phase(counts)
         n_running = int(counts[Status.RUNNING])
@@ -268,7 +273,6 @@ def run(
             size = _bucket(n_running, n_shards)
             sizes.add(size)
             idx, active, active_args = _compact(size, axes, sharding, state, args)
-    needed = int(np.sum(host_value(jnp.sum(state.n_steps))))
     return state, RunStats(executed, needed, phases, tuple(sorted(sizes, reverse=True)))
 
 
@@ -304,11 +308,10 @@ class Progress:
             self._postfix(self.tally)
 
     def _postfix(self, tally):
-        converged = int(sum(tally[s] for s in (1, 2, 3)))
-        parts = {"converged": converged}
-        for code in (Status.MAX_STEPS, Status.NONFINITE, Status.NO_PROGRESS, Status.NO_DATA, 8):
-            if tally[code]:
-                parts[Status(code).name.lower()] = int(tally[code])
+        parts = {"converged": int(tally[Status.CONVERGED_FTOL : Status.CONVERGED_GTOL + 1].sum())}
+        for code in Status:
+            if code > Status.CONVERGED_GTOL and tally[code]:
+                parts[code.name.lower()] = int(tally[code])
         self.bar.set_postfix(parts, refresh=True)
 
     def close(self):
@@ -337,7 +340,7 @@ def stream(
     n_shards = _n_shards(sharding)
     if chunk_size is None:
         pad = (-batch) % n_shards
-        placed = _place(_pad(inputs, batch, pad), sharding)
+        placed = _place(_pad(inputs, pad), sharding)
         out = solve_chunk(placed, lambda counts: progress.phase(counts, batch, pad))
         out = _unpad(out, batch) if pad else out
         progress.chunk_done(_status_of(out))
@@ -349,7 +352,7 @@ def stream(
     def load(start):
         real = min(size, batch - start)
         part = jax.tree_util.tree_map(lambda a: a[start : start + real], inputs)
-        return _place(_pad(part, real, size - real), sharding), real
+        return _place(_pad(part, size - real), sharding), real
 
     results = None
     pending = load(starts[0])
@@ -385,7 +388,7 @@ def _status_of(out):
     return np.concatenate([np.asarray(s.data) for s in status.addressable_shards])
 
 
-def _pad(tree, real, pad):
+def _pad(tree, pad):
     if pad == 0:
         return tree
     return jax.tree_util.tree_map(

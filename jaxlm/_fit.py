@@ -230,25 +230,15 @@ def fit(
         solver=solver,
         **cfg_options,
     )
-    concrete = _is_concrete(prep[1:9])
+    concrete = _is_concrete(prep.arrays)
     if driver.streaming and not concrete:
         raise ValueError(
             "chunk_size, progress and devices need concrete inputs; under jit/vmap/grad "
             "fit runs the batch as one vmapped program"
         )
     if concrete and (driver.streaming or (driver.compact and math.prod(prep.batch) > 1)):
-        if prep.batch:
-            return _fit_driven(cfg, prep, driver)
-        one = prep._replace(
-            batch=(1,),
-            y=prep.y[None],
-            p0=prep.p0[None],
-            lo=prep.lo[None],
-            hi=prep.hi[None],
-            fixed=prep.fixed[None],
-        )
-        return jax.tree_util.tree_map(lambda a: a[0], _fit_driven(cfg, one, driver))
-    return _fit_batch(cfg, prep.batch, *prep[1:9])
+        return _fit_driven(cfg, prep, driver)  # a single fit (batch ()) is a batch of one
+    return _fit_batch(cfg, prep.batch, *prep.arrays)
 
 
 def curve_fit(
@@ -343,6 +333,11 @@ class _Prepared(NamedTuple):
     sigma_kind: str
     sigma_batched: bool
     x_batched: bool
+
+    @property
+    def arrays(self) -> tuple:
+        """x, y, p0, sigma, mask, lo, hi, fixed: the per-curve inputs of the computation."""
+        return (self.x, self.y, self.p0, self.sigma, self.mask, self.lo, self.hi, self.fixed)
 
 
 def _is_concrete(value) -> bool:
@@ -644,7 +639,7 @@ def _fit_batch(cfg: _Config, batch, *arrays) -> FitResult:
 
 def _fit_driven(cfg: _Config, prep: _Prepared, driver: _batch.Options) -> FitResult:
     """The batch through :mod:`jaxlm._batch`: compaction, chunks, devices, progress."""
-    inputs, axes = _flatten(cfg, prep.batch, *prep[1:9])
+    inputs, axes = _flatten(cfg, prep.batch, *prep.arrays)
     size = math.prod(prep.batch)
     arg_axes = _prepared_axes(cfg, axes[4] == 0)
     per_fit = _batch.batched(axes, inputs)

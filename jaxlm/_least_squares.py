@@ -134,18 +134,7 @@ def validate_problem(fun, x0, args):
     leaves, treedef = jax.tree_util.tree_flatten(x0)
     if not leaves:
         raise ValueError("x0 must contain at least one parameter, got an empty pytree")
-    converted = []
-    for leaf in leaves:
-        dtype = getattr(leaf, "dtype", None)
-        if dtype is None:
-            dtype = np.asarray(leaf).dtype
-        if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
-            raise TypeError(f"x0 must hold numeric arrays, got dtype {dtype}")
-        if jnp.issubdtype(dtype, jnp.complexfloating):
-            raise TypeError("x0 must be real; complex parameters are not supported")
-        if not jnp.issubdtype(dtype, jnp.floating):
-            dtype = jnp.result_type(float)  # ints -> default float (float32 unless x64)
-        converted.append(jnp.asarray(leaf, dtype=dtype))
+    converted = [jnp.asarray(leaf, dtype=_param_dtype(leaf)) for leaf in leaves]
     if sum(int(np.size(leaf)) for leaf in converted) == 0:
         raise ValueError("x0 must contain at least one parameter, got size 0")
     x0 = jax.tree_util.tree_unflatten(treedef, converted)
@@ -284,16 +273,23 @@ def least_squares_batch(
         bar.close()
 
 
-def _as_float_batch(leaf):
-    """A batched leaf of x0 as floats, left where it is (host numpy stays on the host)."""
-    dtype = getattr(leaf, "dtype", None) or np.asarray(leaf).dtype
-    if jnp.issubdtype(dtype, jnp.floating):
-        return leaf
+def _param_dtype(leaf):
+    """The float dtype a leaf of x0 is solved in (ints → JAX's default float); raises
+    for non-numeric or complex leaves."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(leaf).dtype
     if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
         raise TypeError(f"x0 must hold numeric arrays, got dtype {dtype}")
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError("x0 must be real; complex parameters are not supported")
-    return np.asarray(leaf, dtype=jnp.result_type(float))
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+
+
+def _as_float_batch(leaf):
+    """A batched leaf of x0 as floats, left where it is (host numpy stays on the host)."""
+    dtype = _param_dtype(leaf)
+    return leaf if getattr(leaf, "dtype", None) == dtype else np.asarray(leaf, dtype=dtype)
 
 
 def _arg_axes(in_axes, n_args):
