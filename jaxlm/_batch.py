@@ -100,6 +100,12 @@ class Options(NamedTuple):
             if not devices or not all(isinstance(d, jax.Device) for d in devices):
                 raise TypeError("devices must be a non-empty sequence of jax.Device (e.g. jax.devices())")
 
+    def pays(self, size: int) -> bool:
+        """Whether the driver is worth its extra programs for a batch of ``size``: it is
+        needed for the streaming options, and compaction only starts at
+        ``MIN_BUCKET · GROWTH`` members (smaller batches run as one vmapped program)."""
+        return self.streaming or (self.compact and size >= MIN_BUCKET * GROWTH)
+
     @property
     def streaming(self) -> bool:
         """Options that need concrete input (a host loop), not just a faster path."""

@@ -162,9 +162,10 @@ def fit(
       nan_policy: ``None``: non-finite data make that member ``NONFINITE``;
         ``"omit"``: non-finite points are masked; ``"raise"``: ``ValueError``.
       xdata_batched: force the reading of ``xdata`` (see batching).
-      compact: for a batch with concrete inputs, compact the still-running fits into
-        smaller batches as the others converge (default True), so that the work follows
-        each fit's own step count (:mod:`jaxlm._batch`); the results are the same.
+      compact: for a batch of ≥ 256 curves with concrete inputs, compact the
+        still-running fits into smaller batches as the others converge (default True),
+        so that the work follows each fit's own step count (:mod:`jaxlm._batch`); the
+        results are the same.
       chunk_size: fit at most this many curves at a time, streaming the rest (inputs
         are prepared in host memory, results are returned as numpy arrays).
       progress: show a tqdm progress bar (fits/s, status tally).
@@ -236,7 +237,7 @@ def fit(
             "chunk_size, progress and devices need concrete inputs; under jit/vmap/grad "
             "fit runs the batch as one vmapped program"
         )
-    if concrete and (driver.streaming or (driver.compact and math.prod(prep.batch) > 1)):
+    if concrete and driver.pays(math.prod(prep.batch)):
         return _fit_driven(cfg, prep, driver)  # a single fit (batch ()) is a batch of one
     return _fit_batch(cfg, prep.batch, *prep.arrays)
 

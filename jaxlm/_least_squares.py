@@ -194,8 +194,9 @@ def least_squares_batch(
       args: extra arguments of ``fun``.
       in_axes: ``0`` (every arg is batched along its leading axis), ``None`` (every
         arg shared) or a tuple with one ``0``/``None`` per arg, as ``jax.vmap``.
-      compact: compact running members between phases (default True; False runs one
-        vmapped while loop, as ``jax.vmap(least_squares)``).
+      compact: compact running members between phases (default True; False, or a
+        batch under 256 members, runs one vmapped while loop, as
+        ``jax.vmap(least_squares)``).
       chunk_size: solve at most this many problems at a time (inputs may be numpy
         arrays in host memory; results are returned as numpy arrays).
       progress: show a tqdm progress bar with fits/s and the status tally.
@@ -230,14 +231,14 @@ def least_squares_batch(
         fun, member(x0), tuple(member(a) if ax == 0 else a for a, ax in zip(args, axes, strict=True))
     )
 
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((x0, args))):
-        if driver.streaming:
-            raise ValueError(
-                "chunk_size, progress and devices need concrete inputs; under jit/vmap/grad "
-                "least_squares_batch runs as one vmapped while loop"
-            )
-        solve = lambda x, *a: _solve(solver, fun, "exact", "nan", x, a)  # noqa: E731
-        return jax.vmap(solve, in_axes=(0, *axes))(x0, *args)
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((x0, args)))
+    if traced and driver.streaming:
+        raise ValueError(
+            "chunk_size, progress and devices need concrete inputs; under jit/vmap/grad "
+            "least_squares_batch runs as one vmapped while loop"
+        )
+    if traced or not driver.pays(size):
+        return _solve_vmapped(solver, fun, axes, x0, args)
 
     batched_args = _batch.batched(axes, args)
     sharding = _batch.batch_sharding(jax.tree_util.tree_leaves((x0, batched_args)), devices)
@@ -271,6 +272,12 @@ def least_squares_batch(
         )
     finally:
         bar.close()
+
+
+@jax.jit(static_argnums=(0, 1, 2))
+def _solve_vmapped(solver, fun, axes, x0, args):
+    solve = lambda x, *a: _solve(solver, fun, "exact", "nan", x, a)  # noqa: E731
+    return jax.vmap(solve, in_axes=(0, *axes))(x0, *args)
 
 
 def _param_dtype(leaf):

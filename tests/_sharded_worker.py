@@ -95,12 +95,12 @@ def main_host():
     assert jax.process_count() == 2 and len(jax.devices()) == 2, jax.devices()
     mesh = Mesh(np.asarray(jax.devices()), ("batch",))
     rows = NamedSharding(mesh, PartitionSpec("batch"))
-    p0, y = problems(200)  # the same global data on both processes; each holds its half
-    local = slice(100 * me, 100 * (me + 1))
+    p0, y = problems(512)  # the same global data on both processes; each holds its half
+    local = slice(256 * me, 256 * (me + 1))
     p0_g = jax.make_array_from_process_local_data(rows, p0[local])
     y_g = jax.make_array_from_process_local_data(rows, y[local])
     sol = jaxlm.least_squares_batch(decay, p0_g, (T, y_g), in_axes=(None, 0), **TIGHT)
-    assert not sol.params.is_fully_addressable and sol.params.shape == (200, 3)
+    assert not sol.params.is_fully_addressable and sol.params.shape == (512, 3)
     (shard,) = sol.params.addressable_shards
     ref = reference(p0[local], y[local])
     np.testing.assert_allclose(np.asarray(shard.data), np.asarray(ref.params), rtol=1e-10, atol=1e-12)
