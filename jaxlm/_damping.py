@@ -8,8 +8,10 @@ The damped step solves ``(A + μD) h = −g`` with ``A = JᵀJ``.  The choice of
 ``"marquardt"``   D = diag(A) at the current point.  Scale invariant; singular where a
                   column of J vanishes, hence the floor below.
 ``"more"``        D = running maximum of diag(A) over the iterates (Moré 1978; MINPACK,
-                  GSL's default, Gpufit since 2017).  Scale invariant, and D never
-                  shrinks when a column of J temporarily becomes small.
+                  GSL's default, Gpufit since 2017; jaxlm's default).  Scale invariant,
+                  and D never shrinks when a column of J temporarily becomes small.
+
+``benchmarks/damping_study.py`` compares the three (README, "Which damping?").
 
 Every ``D`` is floored so ``A + μD`` stays positive definite when a column of J is zero:
 ``D_i ≥ floor · max_j D_j`` with ``floor = eps²`` of the dtype.  The floor is relative,

@@ -40,7 +40,7 @@ def least_squares(
     x0,
     args: tuple = (),
     *,
-    damping: str = "levenberg",
+    damping: str = "more",
     update: str = "nielsen",
     linear_solver: str = "cholesky",
     jac: str | Callable = "fwd",
@@ -67,7 +67,7 @@ def least_squares(
       x0: starting point, an array or any pytree of floating-point arrays.  Its dtype
         sets the working precision (float32, or float64 when x64 is enabled).
       args: extra arguments passed to ``fun`` (data, hyperparameters).
-      damping: ``"levenberg"`` (default), ``"more"`` or ``"marquardt"``; see
+      damping: ``"more"`` (default), ``"levenberg"`` or ``"marquardt"``; see
         :class:`jaxlm.LevenbergMarquardt`.
       update: ``"nielsen"`` (default) or ``"marquardt"``.
       linear_solver: ``"cholesky"`` (default) or ``"qr"``.
