@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test bench install-test install-demo clean
+.PHONY: demo test bench notebooks install-test install-demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/nist.py
 	$(BIN)/python benchmarks/classic.py
+
+# Re-run every notebook at full size and store its outputs (after `make test` made the venv).
+notebooks: install-test
+	cd notebooks && ../$(BIN)/jupyter-execute --inplace --timeout=1800 *.ipynb
 
 clean:
 	rm -rf $(VENV) build *.egg-info
