@@ -49,7 +49,7 @@ import pathlib
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jax
 
@@ -99,12 +99,10 @@ class Run:
     data: tuple
     judge: callable  # judge(p, rss) -> dict with at least {"solved": bool}
     spread: float = 1.0
-    scale: np.ndarray = field(default=None)
 
-    def __post_init__(self):
-        if self.scale is None:
-            n = len(self.p0)
-            self.scale = spread_scale(n, self.spread) if self.spread != 1.0 else np.ones(n)
+    @property
+    def scale(self) -> np.ndarray:
+        return spread_scale(len(self.p0), self.spread)  # exactly 1 for spread 1
 
 
 def _rescaled(residual):
