@@ -306,19 +306,23 @@ class Progress:
         self.bar.n = self.done_before + max(finished, 0)  # the tally waits for the chunk's end
         self.bar.refresh()
 
-    def chunk_done(self, status: np.ndarray):
+    def chunk_done(self, out, real: int):
+        """A chunk's ``real`` members finished: count their statuses (a host sync, so
+        only when the bar is shown)."""
+        if self.bar is None:
+            return
+        status = _status_of(out)[:real]
         self.tally += np.bincount(np.clip(status.ravel(), 0, len(Status) - 1), minlength=len(Status))
         self.done_before += status.size
-        if self.bar is not None:
-            self.bar.n = self.done_before
-            self._postfix(self.tally)
+        self.bar.n = self.done_before
+        self._postfix(self.tally)
 
     def _postfix(self, tally):
         parts = {"converged": int(tally[Status.CONVERGED_FTOL : Status.CONVERGED_GTOL + 1].sum())}
         for code in Status:
             if code > Status.CONVERGED_GTOL and tally[code]:
                 parts[code.name.lower()] = int(tally[code])
-        self.bar.set_postfix(parts, refresh=True)
+        self.bar.set_postfix({k: f"{v:,}" for k, v in parts.items()}, refresh=True)
 
     def close(self):
         if self.bar is not None:
@@ -349,7 +353,7 @@ def stream(
         placed = _place(_pad(inputs, pad), sharding)
         out = solve_chunk(placed, lambda counts: progress.phase(counts, batch, pad))
         out = _unpad(out, batch) if pad else out
-        progress.chunk_done(_status_of(out))
+        progress.chunk_done(out, batch)
         return out
     size = min(chunk_size, batch)
     size += (-size) % n_shards
@@ -376,7 +380,7 @@ def stream(
             # notebook 5 (none since).
             if any(d.platform != "cpu" for d in leaf.devices()):
                 leaf.copy_to_host_async()
-        progress.chunk_done(_status_of(out)[:real])
+        progress.chunk_done(out, real)
         if previous is not None:
             results = _store(results, *previous, batch)
         previous = (out, start, real)
