@@ -8,7 +8,7 @@ problems so that the work follows the members' own step counts instead:
 **Compaction.**  The batch is stepped in *phases*.  A phase is one compiled
 ``while_loop`` over the vmapped :meth:`LevenbergMarquardt.step` on the *active set*; it
 stops as soon as no more members are running than the largest *bucket* — a size
-``MIN_BUCKET · 4ᵏ`` (times the device count) — that is at most a quarter of the active
+``MIN_BUCKET · 4ᵏ`` (per device) — that is at most a quarter of the active
 set.  The host then gathers the running members (their states and per-member data) into
 an active set of that bucket's size, scatters the finished ones back, and starts the
 next phase.  Every compaction shrinks the active set at least 4×, and each size compiles
@@ -24,11 +24,14 @@ asynchronously and returned as host (numpy) arrays.
 
 **Devices.**  Inputs sharded along the batch axis with :mod:`jax.sharding` (a
 ``NamedSharding`` whose spec partitions axis 0) are solved where they lie: every phase,
-gather and scatter is one SPMD program over the mesh and its outputs are constrained to
-the same batch sharding, so results come back sharded the same way, on every device.
+gather and scatter runs under :func:`jax.shard_map`, each device on its own members
+only, so results come back sharded the same way and no program holds a collective
+(devices never wait for each other inside a phase; each compacts its own stragglers).
+Only the per-device status tallies meet, on the host, between phases.
 ``devices=[...]`` shards unsharded input over the given devices.  Because the programs
 are ordinary ``jax.jit`` programs over global arrays, the same code runs multi-host
-after ``jax.distributed.initialize`` (see the README).
+after ``jax.distributed.initialize`` (see the README); there the tallies are gathered
+across processes (``process_allgather``) so that every process takes the same steps.
 
 **Progress.**  ``progress=True`` shows a tqdm bar counting finished fits, with fits/s
 and the running status tally.
@@ -139,23 +142,13 @@ def _n_shards(sharding) -> int:
     return math.prod(sharding.mesh.shape[a] for a in axes)
 
 
-def _constrain(tree, sharding):
-    """Pin the batch axis of every leaf of ``tree`` to ``sharding`` (inside jit)."""
-    if sharding is None:
-        return tree
-    return jax.tree_util.tree_map(
-        lambda a: jax.lax.with_sharding_constraint(
-            a, NamedSharding(sharding.mesh, PartitionSpec(sharding.spec[0], *([None] * (a.ndim - 1))))
-        ),
-        tree,
-    )
-
-
 def host_value(a) -> np.ndarray:
-    """A replicated (or single-device) result as numpy, also on a multi-host mesh."""
+    """A device result as numpy, also when its shards live in other processes."""
     if getattr(a, "is_fully_addressable", True):
         return np.asarray(a)
-    return np.asarray(a.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
 
 
 # --------------------------------------------------------------------------- compiled pieces
@@ -170,30 +163,61 @@ def merge(axes, batched_part, shared):
     return tuple(out)
 
 
+def _per_shard(local, sharding, axes, in_specs, out_specs):
+    """``local`` (written for one device's part of the batch) over every shard.
+
+    Without a sharding it is ``local`` itself.  With one it runs under
+    :func:`jax.shard_map`: each device steps, gathers and scatters only its own members,
+    so the programs hold no collective at all — no per-iteration all-reduce for the loop
+    condition, no all-gather for the compaction (with jit's automatic partitioning they
+    held dozens; a notebook run on 4 host devices sharing 2 cores once hung in such a
+    program, cause not established).  Per-shard outputs
+    (tallies, iteration counts) get a leading axis of one per shard.  The specs name
+    ``"b"`` (the batch axis), ``"a"`` (the args, per ``axes``) and ``"r"`` (replicated).
+    """
+    if sharding is None:
+        return local
+    b = PartitionSpec(sharding.spec[0])
+    spec = {"b": b, "r": PartitionSpec(), "a": tuple(b if ax == 0 else PartitionSpec() for ax in axes)}
+    return jax.shard_map(
+        local,
+        mesh=sharding.mesh,
+        in_specs=tuple(spec[s] for s in in_specs),
+        out_specs=tuple(spec[s] for s in out_specs),
+        check_vma=False,  # no collectives to check; the solver's own linearize trips it
+    )
+
+
 @jax.jit(static_argnums=(0, 1, 2, 3))
 def _init(solver: LevenbergMarquardt, fun: Callable, axes, sharding, x0, args):
-    state = jax.vmap(lambda x, *a: solver.init(fun, x, *a), in_axes=(0, *axes))(x0, *args)
-    return _constrain(state, sharding), _tally(state.status)
+    def local(x0, args):
+        state = jax.vmap(lambda x, *a: solver.init(fun, x, *a), in_axes=(0, *axes))(x0, *args)
+        return state, _tally(state.status)[None]
+
+    return _per_shard(local, sharding, axes, "ba", "bb")(x0, args)
 
 
 @jax.jit(static_argnums=(0, 1, 2, 3))
 def _phase(solver: LevenbergMarquardt, fun: Callable, axes, sharding, state, args, threshold):
-    """Step the active set until at most ``threshold`` members run.  Returns the state,
-    the iterations run, the member-steps taken (padding members take none: they are
-    stopped) and the status tally of the active set."""
+    """Step the active set until at most ``threshold`` members run (on each shard).
+    Returns the state and, per shard, the iterations run, the member-steps taken
+    (padding members take none: they are stopped) and the status tally."""
     step = jax.vmap(lambda s, *a: solver.step(fun, s, *a), in_axes=(0, *axes))
 
-    def cond(carry):
-        st, _ = carry
-        return jnp.sum(st.status == Status.RUNNING) > threshold
+    def local(state, args, threshold):
+        def cond(carry):
+            st, _ = carry
+            return jnp.sum(st.status == Status.RUNNING) > threshold
 
-    def body(carry):
-        st, i = carry
-        return _constrain(step(st, *args), sharding), i + 1
+        def body(carry):
+            st, i = carry
+            return step(st, *args), i + 1
 
-    new, iters = jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))
-    taken = jnp.sum(new.n_steps - state.n_steps)
-    return new, iters, taken, _tally(new.status)
+        new, iters = jax.lax.while_loop(cond, body, (state, jnp.asarray(0, jnp.int32)))
+        taken = jnp.sum(new.n_steps - state.n_steps)
+        return new, iters[None], taken[None], _tally(new.status)[None]
+
+    return _per_shard(local, sharding, axes, "bar", "bbbb")(state, args, threshold)
 
 
 def _tally(status):
@@ -202,27 +226,34 @@ def _tally(status):
 
 @jax.jit(static_argnums=(0, 1, 2))
 def _compact(bucket: int, axes, sharding, state, args):
-    """The running members (padded with a stopped one) as a new active set of size bucket."""
-    running = state.status == Status.RUNNING
-    fill = jnp.argmin(running)  # first stopped member: frozen, so a harmless pad
-    (idx,) = jnp.nonzero(running, size=bucket, fill_value=fill)
-    take = lambda a: a[idx]  # noqa: E731
-    active = jax.tree_util.tree_map(take, state)
-    part = jax.tree_util.tree_map(take, batched(axes, args))
-    return idx, _constrain(active, sharding), merge(axes, _constrain(part, sharding), args)
+    """Each shard's running members (padded with a stopped one) as its part of a new
+    active set of ``bucket`` members per shard; ``idx`` are indices within the shard."""
+
+    def local(state, args):
+        running = state.status == Status.RUNNING
+        fill = jnp.argmin(running)  # first stopped member: frozen, so a harmless pad
+        (idx,) = jnp.nonzero(running, size=bucket, fill_value=fill)
+        take = lambda a: a[idx]  # noqa: E731
+        active = jax.tree_util.tree_map(take, state)
+        part = jax.tree_util.tree_map(take, batched(axes, args))
+        return idx, active, merge(axes, part, args)
+
+    return _per_shard(local, sharding, axes, "ba", "bba")(state, args)
 
 
 @jax.jit(static_argnums=(0,), donate_argnums=(1,))
 def _scatter(sharding, state, active, idx):
-    state = jax.tree_util.tree_map(lambda full, part: full.at[idx].set(part), state, active)
-    state = _constrain(state, sharding)
-    return state, _tally(state.status)
+    def local(state, active, idx):
+        state = jax.tree_util.tree_map(lambda full, part: full.at[idx].set(part), state, active)
+        return state, _tally(state.status)[None]
+
+    return _per_shard(local, sharding, (), "bbb", "bb")(state, active, idx)
 
 
-def _target(size: int, n_shards: int) -> int | None:
+def _target(size: int) -> int | None:
     """The largest bucket at most ``size / GROWTH`` (None if there is none): a phase on
-    ``size`` members runs until no more than that many are still running."""
-    bucket = MIN_BUCKET * n_shards
+    ``size`` members (per shard) runs until no more than that many are still running."""
+    bucket = MIN_BUCKET
     if bucket * GROWTH > size:
         return None
     while bucket * GROWTH * GROWTH <= size:
@@ -230,8 +261,8 @@ def _target(size: int, n_shards: int) -> int | None:
     return bucket
 
 
-def _bucket(n_running: int, n_shards: int) -> int:
-    size = MIN_BUCKET * n_shards
+def _bucket(n_running: int) -> int:
+    size = MIN_BUCKET
     while size < n_running:
         size *= GROWTH
     return size
@@ -252,34 +283,36 @@ def run(
 
     Returns the final batched :class:`LMState` (equal, member by member, to
     ``vmap(solver.run)``) and :class:`RunStats`.  ``on_phase`` receives the status tally
-    (counts per :class:`Status` code) after each phase.
+    (counts per :class:`Status` code) after each phase.  With a ``sharding`` (whose
+    shard count divides the batch) every shard runs its own phases and compactions on
+    its own members; the bucket sizes are per shard, the same on every shard.
     """
-    size = jax.tree_util.tree_leaves(x0)[0].shape[0]
     n_shards = _n_shards(sharding)
+    size = jax.tree_util.tree_leaves(x0)[0].shape[0] // n_shards  # per shard
     state, counts = _init(solver, fun, axes, sharding, x0, args)
     counts = host_value(counts)
     active, active_args, idx = state, args, None
     executed, needed, phases, sizes = 0, 0, 0, {size}
-    while counts[Status.RUNNING] > 0:
-        target = _target(size, n_shards) if compact else None
-        threshold = target or 0
-        active, iters, taken, counts = _phase(solver, fun, axes, sharding, active, active_args, threshold)
+    while counts[:, Status.RUNNING].sum() > 0:
+        target = _target(size) if compact else None
+        active, iters, taken, counts = _phase(solver, fun, axes, sharding, active, active_args, target or 0)
         phases += 1
-        executed += size * int(host_value(iters))
-        needed += int(host_value(taken))
+        executed += size * int(host_value(iters).sum())
+        needed += int(host_value(taken).sum())
         if idx is None:
             state = active
         else:
             state, counts = _scatter(sharding, state, active, idx)
         counts = host_value(counts)
         if on_phase is not None:
-            on_phase(counts)
-        n_running = int(counts[Status.RUNNING])
-        if n_running and target:
-            size = _bucket(n_running, n_shards)
+            on_phase(counts.sum(0))
+        most_running = int(counts[:, Status.RUNNING].max())
+        if most_running and target:
+            size = _bucket(most_running)
             sizes.add(size)
             idx, active, active_args = _compact(size, axes, sharding, state, args)
-    return state, RunStats(executed, needed, phases, tuple(sorted(sizes, reverse=True)))
+    sizes = tuple(s * n_shards for s in sorted(sizes, reverse=True))
+    return state, RunStats(executed, needed, phases, sizes)
 
 
 # --------------------------------------------------------------------------- chunks and progress

@@ -8,6 +8,7 @@ Prints ``OK`` after every check passed; an assertion error otherwise.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 mode = sys.argv[1] if __name__ == "__main__" else None  # imported by the tests: helpers only
@@ -28,6 +29,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: E402
 
 import jaxlm  # noqa: E402
+from jaxlm import _batch  # noqa: E402
 
 T = np.linspace(0.0, 4.0, 30)
 
@@ -90,6 +92,36 @@ def main_devices():
     np.testing.assert_allclose(np.asarray(res.params), np.asarray(plain.params), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.asarray(res.pcov), np.asarray(plain.pcov), rtol=1e-8)
     np.testing.assert_array_equal(np.asarray(res.status), np.asarray(plain.status))
+    check_sharded_compaction(rows)
+
+
+COLLECTIVE = re.compile(r"all-reduce|all-gather|all-to-all|collective-(permute|broadcast)|reduce-scatter")
+
+
+def check_sharded_compaction(rows):
+    """With 300 members per device each shard compacts its own stragglers (the buckets
+    are per shard), the answer is the one-device one, and no driver program holds a
+    collective: every device runs its part alone."""
+    p0, y = problems(1200, seed=1)
+    ref = reference(p0, y)
+    solver = jaxlm.LevenbergMarquardt(**TIGHT)
+    x0, args = jax.device_put(p0, rows), (T, jax.device_put(y, rows))
+    state, stats = _batch.run(solver, decay, x0, args, (None, 0), sharding=rows)
+    assert len(stats.sizes) > 1 and stats.sizes[-1] == 4 * _batch.MIN_BUCKET, stats  # compacted per shard
+    assert stats.ratio < 2.5, stats
+    assert len(state.params.sharding.device_set) == 4
+    check_equal(state, ref)
+    init, counts = _batch._init(solver, decay, (None, 0), rows, x0, args)
+    idx, active, active_args = _batch._compact(_batch.MIN_BUCKET, (None, 0), rows, init, args)
+    programs = {
+        "init": _batch._init.lower(solver, decay, (None, 0), rows, x0, args),
+        "phase": _batch._phase.lower(solver, decay, (None, 0), rows, init, args, 64),
+        "compact": _batch._compact.lower(_batch.MIN_BUCKET, (None, 0), rows, init, args),
+        "scatter": _batch._scatter.lower(rows, init, active, idx),
+    }
+    for name, lowered in programs.items():
+        hlo = lowered.compile().as_text()
+        assert not COLLECTIVE.search(hlo), f"{name}: {COLLECTIVE.search(hlo).group()}"
 
 
 def main_host():

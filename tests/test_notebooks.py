@@ -8,7 +8,9 @@ full-size run) is not modified.  A cell that raises — including the notebooks'
 must draw at least one figure.  The committed outputs must come from an error-free run.
 
 The kernels run two at a time (most of a quick run is single-threaded compilation, and
-CI has two cores).
+CI has two cores).  A quick-mode cell takes well under a minute; one still running after
+``STACKS_AFTER`` seconds gets its kernel's Python stacks dumped (faulthandler) into the
+test's failure report, so that a hang says where it hangs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import signal
+import tempfile
 
 import nbclient
 import nbformat
@@ -23,6 +27,8 @@ import pytest
 
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 CONCURRENT_KERNELS = 2
+CELL_TIMEOUT = 300
+STACKS_AFTER = 240
 
 
 def _outputs(nb):
@@ -40,13 +46,46 @@ async def _execute_all(paths):
     async def one(path):
         nb = nbformat.read(path, as_version=4)
         client = nbclient.NotebookClient(
-            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+            nb,
+            timeout=CELL_TIMEOUT,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
         )
-        async with gate:
-            try:
-                await client.async_execute()
-            except Exception as err:  # reported by that notebook's test
-                return err
+        with tempfile.NamedTemporaryFile("r", suffix=".stacks") as stacks:
+            # a first cell (in this in-memory copy only) arms the dump; a timer fires it
+            nb.cells.insert(
+                0,
+                nbformat.v4.new_code_cell(
+                    "import faulthandler, signal\n"
+                    f"_stacks = open({stacks.name!r}, 'w')\n"
+                    "faulthandler.register(signal.SIGUSR1, file=_stacks, all_threads=True)"
+                ),
+            )
+            timers = []
+
+            def dump_stacks():
+                os.kill(client.km.provisioner.process.pid, signal.SIGUSR1)
+
+            def cell_start(cell, cell_index):
+                while timers:
+                    timers.pop().cancel()
+                if cell.cell_type == "code":
+                    timers.append(asyncio.get_running_loop().call_later(STACKS_AFTER, dump_stacks))
+
+            client.on_cell_start = cell_start
+            async with gate:
+                try:
+                    await client.async_execute()
+                except Exception as err:  # reported by that notebook's test
+                    if dumped := stacks.read():
+                        err.add_note(
+                            f"the kernel's Python stacks after {STACKS_AFTER} s in the cell:\n{dumped}"
+                        )
+                    return err
+                finally:
+                    while timers:
+                        timers.pop().cancel()
+            del nb.cells[0]
         return nb
 
     results = await asyncio.gather(*(one(p) for p in paths))
