@@ -41,7 +41,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's jaxlm, without installing it
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _timing import timed  # noqa: E402
 from suite import as_good, fmt_rate, make, optx, optx_solver, settings  # noqa: E402
