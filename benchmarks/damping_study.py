@@ -42,6 +42,7 @@ by name.  Writes ``benchmarks/results/damping_study.json`` (every run) and
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import itertools
 import json
@@ -306,7 +307,7 @@ def summarise(rows: list[dict], configs: list[dict]) -> list[dict]:
 
 
 def markdown(summary: list[dict], header: str) -> str:
-    """The headline table and the per-spread table, as markdown."""
+    """The headline table, the per-spread table and the failures by name, as markdown."""
     sets = " | ".join(SETS)
     lines = [
         header,
@@ -331,6 +332,13 @@ def markdown(summary: list[dict], header: str) -> str:
     for e in summary:
         cells = " | ".join(f"{a}/{b}" for a, b in e["by_spread"].values())
         lines.append(f"| {e['config']} | {cells} |")
+    lines += ["", "Failures by name (rescaled: problem/start × how many of its spreads failed):", ""]
+    for e in summary:
+        parts = [f"{s}: {', '.join(v)}" for s, v in e["failed"].items() if v and s != "rescaled"]
+        rescaled = collections.Counter(name.rsplit("/F=", 1)[0] for name in e["failed"]["rescaled"])
+        if rescaled:
+            parts.append("rescaled: " + ", ".join(f"{k} ×{v}" for k, v in sorted(rescaled.items())))
+        lines.append(f"- **{e['config']}** — " + ("; ".join(parts) or "none"))
     return "\n".join(lines) + "\n"
 
 
