@@ -8,6 +8,7 @@ differ in batch size, hence in rounding) ends at the minimiser itself; see
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import socket
 import subprocess
@@ -78,6 +79,53 @@ def test_fit_through_the_driver_equals_the_single_program():
                 np.asarray(getattr(res, name)), np.asarray(getattr(plain, name)), rtol=1e-8, atol=1e-12
             )
     assert res.status[5] == jaxlm.Status.NONFINITE and res.status[7] == jaxlm.Status.NO_DATA
+
+
+class _Compiles(logging.Handler):
+    """Collects JAX's "Compiling …" log lines while active (``jax.log_compiles``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        if "ompiling" in record.getMessage():
+            self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        self._log = jax.log_compiles(True)
+        self._log.__enter__()
+        logging.getLogger("jax").addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("jax").removeHandler(self)
+        self._log.__exit__(*exc)
+
+
+def test_a_second_call_with_the_same_shapes_compiles_nothing():
+    p0, y = problems(600, seed=3)  # stragglers: several active-set sizes
+
+    def residual(p, t, y):  # functions of this test's own, so the first calls compile
+        return decay(p, t, y)
+
+    def model(t, a, k, c):
+        return a * jnp.exp(-k * t) + c
+
+    calls = {
+        "compaction": lambda: jaxlm.least_squares_batch(residual, p0, (T, y), in_axes=(None, 0), **TIGHT),
+        "chunks": lambda: jaxlm.least_squares_batch(
+            residual, p0, (T, y), in_axes=(None, 0), chunk_size=256, **TIGHT
+        ),
+        "fit": lambda: jaxlm.fit(model, T, y, p0, **TIGHT),
+    }
+    for name, call in calls.items():
+        with _Compiles() as first:
+            jax.block_until_ready(call())
+        assert first.lines, name  # the capture sees compilations
+        with _Compiles() as second:
+            jax.block_until_ready(call())
+        assert not second.lines, (name, second.lines)
 
 
 def test_progress_bar_reports_fits_and_the_status_tally(capsys):
