@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -42,6 +46,7 @@ def test_fit_round_trips_ten_thousand_curves(curves, suffix, capsys):
             "--chunk",
             "4096",
             "--no-progress",
+            "--no-compile-cache",  # in-process: the test process's JAX config stays as it is
         ]
     )
     assert rc == 0
@@ -76,7 +81,46 @@ def test_bad_input_exits_nonzero_with_one_line(curves, argv, message, capsys):
     np.save(d / "bad_sigma.npy", -np.ones(32))
     np.save(d / "short_x.npy", x[:-1])
     argv = [a if not a.endswith(".npy") else str(d / a) for a in argv]
-    rc = cli.main(["fit", str(d / "curves.npy"), *argv, "--out", str(d / "r.npz"), "--no-progress"])
+    rc = cli.main(
+        [
+            "fit",
+            str(d / "curves.npy"),
+            *argv,
+            "--out",
+            str(d / "r.npz"),
+            "--no-progress",
+            "--no-compile-cache",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_the_command_keeps_its_compilations_for_the_next_run(curves, tmp_path):
+    """As typed on the command line (a new process each run): the first run fills the
+    persistent compilation cache under $XDG_CACHE_HOME/jaxlm/xla, the second reads it,
+    and both write the same numbers; --no-compile-cache writes nothing."""
+    d, _, y = curves
+    np.save(tmp_path / "few.npy", y[:1000])
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+
+    def run(out, *extra):
+        cmd = [sys.executable, "-m", "jaxlm.cli", "fit", str(tmp_path / "few.npy"), "--model", "gaussian"]
+        cmd += ["--x", str(d / "x.npy"), "--out", str(tmp_path / out), "--no-progress", *extra]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return _cli_fit.read_results(tmp_path / out)
+
+    cache = tmp_path / "cache" / "jaxlm" / "xla"
+    assert cli.compile_cache_dir() != str(cache)  # the test process's own is untouched
+    run("none.npz", "--no-compile-cache")
+    assert not cache.exists()
+    cold = run("cold.npz")
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries  # the run's programs are kept
+    warm = run("warm.npz")
+    assert sorted(p.name for p in cache.iterdir()) == entries  # nothing new to compile
+    for name in ("params", "perr", "chi2", "status"):
+        np.testing.assert_array_equal(warm[name], cold[name])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 
 
@@ -42,20 +44,28 @@ class Model:
         return self.fn(x, *params)
 
     def guess(self, x, y):
-        """Vectorised starting point ``(..., n)`` for curves ``y (..., m)`` (NaN = ignore)."""
-        x = jnp.asarray(x)
-        y = jnp.asarray(y)
-        dtype = jnp.result_type(y.dtype, x.dtype)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            dtype = jnp.result_type(float)
-        # one x per curve, explicitly (the helpers never rely on implicit rank promotion)
-        lead = y.shape[:-1]
-        x = jnp.broadcast_to(x, lead + x.shape[-self.x_dims :]) if x.ndim >= self.x_dims else x
-        p = self.guess_fn(x.astype(dtype), y.astype(dtype))
-        return jnp.asarray(p, dtype)
+        """Vectorised starting point ``(..., n)`` for curves ``y (..., m)`` (NaN = ignore).
+
+        One compiled program per model and shapes: run op by op, a guess's few dozen
+        NaN-aware reductions would each compile a program of their own on first use
+        (≈ 0.9 s of the first ``fit`` of 10⁴ Gaussians).
+        """
+        return _guess(self, jnp.asarray(x), jnp.asarray(y))
 
     def __repr__(self):
         return f"Model({self.name!r}: {self.formula})"
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _guess(model: Model, x, y):
+    dtype = jnp.result_type(y.dtype, x.dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(float)
+    # one x per curve, explicitly (the helpers never rely on implicit rank promotion)
+    lead = y.shape[:-1]
+    x = jnp.broadcast_to(x, lead + x.shape[-model.x_dims :]) if x.ndim >= model.x_dims else x
+    p = model.guess_fn(x.astype(dtype), y.astype(dtype))
+    return jnp.asarray(p, dtype)
 
 
 _REGISTRY: dict[str, Model] = {}
