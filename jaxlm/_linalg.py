@@ -123,10 +123,25 @@ def curvature(method: str, model: GaussNewtonModel, h: jax.Array) -> jax.Array:
     return rh @ rh
 
 
-def damped_step(
-    method: str, model: GaussNewtonModel, mu: jax.Array, diag: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Solve ``(JᵀJ + μ·diag(D)) h = −Jᵀr``.
+class DampedFactor(NamedTuple):
+    """A factorisation of ``A + μD`` for one step, shared by every solve of that step
+    (the step itself and the geodesic acceleration's second solve).
+
+    * cholesky: ``low`` is the lower Cholesky factor of the equilibrated ``S(A + μD)S``,
+      ``aux`` the equilibration ``S`` (n,);
+    * qr: ``low`` is the upper triangular ``R₂`` of ``[R; √μD^½] = Q₂R₂`` (so
+      ``R₂ᵀR₂ = A + μD``), ``aux`` the ``Q₂`` (2n, n) the step's least-squares solve needs.
+
+    ``ok`` is False when the factorisation failed (a pivot ≤ 0, a zero diagonal of R₂).
+    """
+
+    low: jax.Array
+    aux: jax.Array
+    ok: jax.Array
+
+
+def damped_factor(method: str, model: GaussNewtonModel, mu: jax.Array, diag: jax.Array) -> DampedFactor:
+    """Factor ``A + μD`` (``A = JᵀJ`` from ``model``, ``D = diag``) once for a step.
 
     Args:
       method: ``"cholesky"`` or ``"qr"``.
@@ -135,59 +150,70 @@ def damped_step(
       diag: the positive scaling diagonal D, shape (n,).
 
     Returns:
+      A :class:`DampedFactor`; failure is reported in its ``ok``, never raised.
+    """
+    if method == "cholesky":
+        a = model.matrix + jnp.diag(mu * diag)
+        # Symmetric equilibration S(A + μD)S with S = diag(A + μD)^-½ keeps the pivots
+        # O(1) whatever the units of the parameters; it does not change the solution.
+        d = jnp.diagonal(a)
+        s = jnp.where(d > 0, jax.lax.rsqrt(jnp.where(d > 0, d, 1)), 1)
+        a_s = a * s[:, None] * s[None, :]
+        if a.shape[0] <= UNROLL_MAX_N:
+            low, ok = _unrolled_cholesky(a_s)
+        else:
+            low = jnp.linalg.cholesky(a_s)
+            ok = jnp.all(jnp.isfinite(low))
+        return DampedFactor(low, s, ok)
+    if method == "qr":
+        aug = jnp.concatenate([model.matrix, jnp.diag(jnp.sqrt(mu * diag))], axis=0)
+        q, r = jnp.linalg.qr(aug, mode="reduced")
+        return DampedFactor(r, q, _nonsingular(r))
+    raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {method!r}")
+
+
+def damped_step(method: str, model: GaussNewtonModel, factor: DampedFactor) -> tuple[jax.Array, jax.Array]:
+    """The LM step: solve ``(JᵀJ + μ·diag(D)) h = −Jᵀr`` with the step's ``factor``.
+
+    The qr method solves the augmented least-squares problem
+    ``[R; √μD^½] h ≈ [−Qᵀr; 0]`` through ``Q₂``, never forming ``JᵀJ``.
+
+    Returns:
       ``(h, ok)``: the step and a boolean scalar that is False when the factorisation
       failed or produced a non-finite step.  Never raises.
     """
     if method == "cholesky":
-        return _cholesky_step(model, mu, diag)
+        return damped_solve(method, factor, -model.vector)
     if method == "qr":
-        return _qr_step(model, mu, diag)
+        n = factor.low.shape[0]
+        rhs = jnp.concatenate([-model.vector, jnp.zeros((n,), model.vector.dtype)])
+        h = solve_triangular(factor.low, factor.aux.T @ rhs, lower=False)
+        return h, factor.ok & jnp.all(jnp.isfinite(h))
     raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {method!r}")
 
 
-def damped_solve(
-    method: str, model: GaussNewtonModel, mu: jax.Array, diag: jax.Array, rhs: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Solve ``(JᵀJ + μ·diag(D)) y = rhs`` for an arbitrary right-hand side.
-
-    Used for the geodesic acceleration.  The qr method solves through the triangular
-    factor of the augmented matrix, ``R₂ᵀR₂ = JᵀJ + μD``.  Returns ``(y, ok)``.
-    """
+def damped_solve(method: str, factor: DampedFactor, rhs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Solve ``(JᵀJ + μ·diag(D)) y = rhs`` for any right-hand side with the step's
+    ``factor`` (the geodesic acceleration's solve).  Returns ``(y, ok)``."""
     if method == "cholesky":
-        return _cholesky_solve(model.matrix, mu, diag, rhs)
-    r2 = _augmented_r(model.matrix, mu, diag)
-    z = solve_triangular(r2, rhs, lower=False, trans="T")
-    y = solve_triangular(r2, z, lower=False)
-    return y, _nonsingular(r2) & jnp.all(jnp.isfinite(y))
-
-
-def _cholesky_step(model, mu, diag):
-    return _cholesky_solve(model.matrix, mu, diag, -model.vector)
-
-
-def _cholesky_solve(matrix, mu, diag, rhs):
-    a = matrix + jnp.diag(mu * diag)
-    # Symmetric equilibration S(A + μD)S with S = diag(A + μD)^-½ keeps the pivots O(1)
-    # whatever the units of the parameters; it does not change the solution.
-    d = jnp.diagonal(a)
-    s = jnp.where(d > 0, jax.lax.rsqrt(jnp.where(d > 0, d, 1)), 1)
-    a_s = a * s[:, None] * s[None, :]
-    if a.shape[0] <= UNROLL_MAX_N:
-        y, ok = _unrolled_cholesky_solve(a_s, rhs * s)
-        y = y * s
-        return y, ok & jnp.all(jnp.isfinite(y))
-    chol = jnp.linalg.cholesky(a_s)
-    y = jax.scipy.linalg.cho_solve((chol, True), rhs * s) * s
-    return y, jnp.all(jnp.isfinite(y))
+        s = factor.aux
+        if factor.low.shape[0] <= UNROLL_MAX_N:
+            y = _unrolled_substitute(factor.low, rhs * s) * s
+        else:
+            y = jax.scipy.linalg.cho_solve((factor.low, True), rhs * s) * s
+        return y, factor.ok & jnp.all(jnp.isfinite(y))
+    z = solve_triangular(factor.low, rhs, lower=False, trans="T")
+    y = solve_triangular(factor.low, z, lower=False)
+    return y, factor.ok & jnp.all(jnp.isfinite(y))
 
 
 UNROLL_MAX_N = 12
 """Up to this many parameters the Cholesky solve is unrolled into elementwise jnp ops."""
 
 
-def _unrolled_cholesky_solve(a, b):
-    """Solve ``a y = b`` for small symmetric positive definite ``a`` by an unrolled
-    Cholesky factorisation and two substitutions, written in scalar jnp ops.
+def _unrolled_cholesky(a):
+    """Lower Cholesky factor of a small symmetric positive definite ``a``, unrolled into
+    scalar jnp ops, and whether every pivot was positive.
 
     Under ``vmap`` every scalar becomes a vector over the batch, so a batch of tiny
     systems runs as a few hundred fused elementwise operations instead of one LAPACK
@@ -197,7 +223,7 @@ def _unrolled_cholesky_solve(a, b):
     arithmetic stays finite by using 1 in its place.
     """
     n = a.shape[0]
-    low = [[None] * n for _ in range(n)]
+    low = [[jnp.zeros_like(a[0, 0])] * n for _ in range(n)]  # a[i, j] may be a batch-minor vector
     ok = jnp.asarray(True)
     for j in range(n):
         pivot = a[j, j] - sum((low[j][k] * low[j][k] for k in range(j)), start=jnp.zeros((), a.dtype))
@@ -208,31 +234,29 @@ def _unrolled_cholesky_solve(a, b):
         for i in range(j + 1, n):
             off = a[i, j] - sum((low[i][k] * low[j][k] for k in range(j)), start=jnp.zeros((), a.dtype))
             low[i][j] = off / d
+    return jnp.stack([jnp.stack(row) for row in low]), ok
+
+
+def _unrolled_substitute(low, b):
+    """Solve ``L Lᵀ y = b`` by unrolled forward and back substitution."""
+    n = low.shape[0]
+    zero = jnp.zeros((), b.dtype)
     z = [None] * n
     for i in range(n):  # L z = b
-        z[i] = (b[i] - sum((low[i][k] * z[k] for k in range(i)), start=jnp.zeros((), b.dtype))) / low[i][i]
+        z[i] = (b[i] - sum((low[i, k] * z[k] for k in range(i)), start=zero)) / low[i, i]
     y = [None] * n
     for i in reversed(range(n)):  # Lᵀ y = z
-        y[i] = (z[i] - sum((low[k][i] * y[k] for k in range(i + 1, n)), start=jnp.zeros((), b.dtype))) / low[
-            i
-        ][i]
-    return jnp.stack(y), ok
+        y[i] = (z[i] - sum((low[k, i] * y[k] for k in range(i + 1, n)), start=zero)) / low[i, i]
+    return jnp.stack(y)
 
 
-def _augmented_r(matrix, mu, diag):
-    aug = jnp.concatenate([matrix, jnp.diag(jnp.sqrt(mu * diag))], axis=0)
-    return jnp.linalg.qr(aug, mode="r")
+def _unrolled_cholesky_solve(a, b):
+    """Solve ``a y = b`` (small, symmetric positive definite) with the unrolled factor
+    and substitutions; returns ``(y, ok)`` (``benchmarks/small_solve.py`` times it)."""
+    low, ok = _unrolled_cholesky(a)
+    return _unrolled_substitute(low, b), ok
 
 
 def _nonsingular(r):
     # A zero pivot means [R; √μD^½] is rank deficient: report instead of dividing by it.
     return jnp.all(jnp.abs(jnp.diagonal(r)) > jnp.finfo(r.dtype).tiny)
-
-
-def _qr_step(model, mu, diag):
-    n = diag.shape[0]
-    aug = jnp.concatenate([model.matrix, jnp.diag(jnp.sqrt(mu * diag))], axis=0)
-    rhs = jnp.concatenate([-model.vector, jnp.zeros((n,), model.vector.dtype)])
-    q, r = jnp.linalg.qr(aug, mode="reduced")
-    h = solve_triangular(r, q.T @ rhs, lower=False)
-    return h, _nonsingular(r) & jnp.all(jnp.isfinite(h))

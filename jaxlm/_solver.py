@@ -320,11 +320,12 @@ class LevenbergMarquardt:
         mu, scale, model, cost = state.mu, state.scale, state.model, state.cost
         diag = _damping.damping_diag(self.damping, scale, _linalg.normal_diag(method, model))
 
-        h, ok = _linalg.damped_step(method, model, mu, diag)
+        factor = _linalg.damped_factor(method, model, mu, diag)  # one factorisation per step
+        h, ok = _linalg.damped_step(method, model, factor)
         step = h
         n_evals = 1
         if self.geodesic:
-            accel, accel_ok = self._acceleration(fun, unravel, x, h, args, model, mu, diag)
+            accel, accel_ok = self._acceleration(fun, unravel, x, h, args, factor, diag)
             step = h + 0.5 * accel
             ok = ok & accel_ok
             n_evals = 2
@@ -387,11 +388,12 @@ class LevenbergMarquardt:
         running = state.status == Status.RUNNING
         return jax.tree_util.tree_map(lambda a, b: jnp.where(running, a, b), new, state)
 
-    def _acceleration(self, fun, unravel, x, h, args, model, mu, diag):
+    def _acceleration(self, fun, unravel, x, h, args, factor, diag):
         """Geodesic acceleration a: ``(A + μD) a = −Jᵀ r''[h, h]`` (Transtrum & Sethna 2012).
 
         ``r''[h, h]``, the second directional derivative of the residual along the
-        velocity h, comes from two nested JVPs; ``Jᵀ(·)`` from one VJP.
+        velocity h, comes from two nested JVPs; ``Jᵀ(·)`` from one VJP; the solve reuses
+        the step's factorisation of ``A + μD``.
         """
         dtype = x.dtype
 
@@ -404,7 +406,7 @@ class LevenbergMarquardt:
         r_vv = jax.jvp(directional, (x,), (h,))[1]
         _, vjp = jax.vjp(flat_fun, x)
         (jt_rvv,) = vjp(r_vv)
-        accel, ok = _linalg.damped_solve(self.linear_solver, model, mu, diag, -jt_rvv)
+        accel, ok = _linalg.damped_solve(self.linear_solver, factor, -jt_rvv)
         sqrt_d = jnp.sqrt(diag)
         small = 2 * jnp.linalg.norm(sqrt_d * accel) <= self.geodesic_alpha * jnp.linalg.norm(sqrt_d * h)
         return jnp.where(ok, accel, 0), ok & small
