@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -67,3 +69,26 @@ def config_id(c):
 
 def as_args(problem, dtype=jnp.float64):
     return tuple(jnp.asarray(a, dtype) for a in problem.args)
+
+
+class Compiles(logging.Handler):
+    """Collects JAX's "Compiling …" log lines while active (``with Compiles() as c:``;
+    ``c.lines`` afterwards), through ``jax.log_compiles``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        if "ompiling" in record.getMessage():
+            self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        self._log = jax.log_compiles(True)
+        self._log.__enter__()
+        logging.getLogger("jax").addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("jax").removeHandler(self)
+        self._log.__exit__(*exc)

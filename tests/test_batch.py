@@ -8,7 +8,6 @@ differ in batch size, hence in rounding) ends at the minimiser itself; see
 
 from __future__ import annotations
 
-import logging
 import pathlib
 import socket
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 
 import jaxlm
 from jaxlm import _batch
+from tests.helpers import Compiles
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from _sharded_worker import TIGHT, T, decay, problems, reference  # noqa: E402
@@ -81,28 +81,6 @@ def test_fit_through_the_driver_equals_the_single_program():
     assert res.status[5] == jaxlm.Status.NONFINITE and res.status[7] == jaxlm.Status.NO_DATA
 
 
-class _Compiles(logging.Handler):
-    """Collects JAX's "Compiling …" log lines while active (``jax.log_compiles``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        if "ompiling" in record.getMessage():
-            self.lines.append(record.getMessage())
-
-    def __enter__(self):
-        self._log = jax.log_compiles(True)
-        self._log.__enter__()
-        logging.getLogger("jax").addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        logging.getLogger("jax").removeHandler(self)
-        self._log.__exit__(*exc)
-
-
 def test_a_second_call_with_the_same_shapes_compiles_nothing():
     p0, y = problems(600, seed=3)  # stragglers: several active-set sizes
 
@@ -120,10 +98,10 @@ def test_a_second_call_with_the_same_shapes_compiles_nothing():
         "fit": lambda: jaxlm.fit(model, T, y, p0, **TIGHT),
     }
     for name, call in calls.items():
-        with _Compiles() as first:
+        with Compiles() as first:
             jax.block_until_ready(call())
         assert first.lines, name  # the capture sees compilations
-        with _Compiles() as second:
+        with Compiles() as second:
             jax.block_until_ready(call())
         assert not second.lines, (name, second.lines)
 
