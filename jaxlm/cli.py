@@ -23,10 +23,11 @@ def _use_compile_cache() -> None:
     process: the library never changes JAX's configuration).  Each ``jaxlm fit`` is a new
     process; without the cache every run would compile its ≈ 20 programs again (≈ 5 s
     for 10⁴ Gaussians; ≈ 1.4 s in all with the cache warm, ``benchmarks/first_call.py``).
-    A cache the caller configured (``JAX_COMPILATION_CACHE_DIR``) is left as it is."""
+    A cache the caller configured (``JAX_COMPILATION_CACHE_DIR``, which JAX reads into
+    this same setting) is left as it is."""
     import jax
 
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+    if jax.config.jax_compilation_cache_dir:
         return
     jax.config.update("jax_compilation_cache_dir", compile_cache_dir())
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # phases take 0.1–1 s
