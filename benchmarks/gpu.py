@@ -43,13 +43,11 @@ sys.path.insert(0, str(ROOT))  # this checkout's jaxlm, without installing it
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from _timing import timed  # noqa: E402
-from suite import as_good, fmt_rate, make, optx, optx_solver, settings  # noqa: E402
+from suite import as_good, fmt_rate, jaxlm_options, jaxlm_stats, make, optx, optx_solver, settings  # noqa: E402
 
 import jaxlm  # noqa: E402
-from jaxlm import _batch  # noqa: E402
 
 GPUFIT_PUBLISHED = "Gpufit (published, consumer GPUs): 3.0–4.0 M fits/s on this 5×5 problem"
-SOLVER = dict(damping="more", geodesic=False)
 
 
 def problem_data(problem, n, unique=None):
@@ -65,7 +63,7 @@ def problem_data(problem, n, unique=None):
 
 def options(problem):
     tol, max_steps, optx_tol, _ = settings(problem, np.float32)
-    return dict(ftol=tol, xtol=tol, gtol=tol, max_steps=max_steps, **SOLVER), optx_tol
+    return jaxlm_options(tol, max_steps), optx_tol
 
 
 def converged(status):
@@ -79,7 +77,7 @@ def throughput(problem, n, args, device):
     xd, yd, pd = (jax.device_put(a, device) for a in (x, y, p0))
     solve = lambda: jaxlm.least_squares_batch(fun, pd, (xd, yd), in_axes=(None, 0), **opts)  # noqa: E731
     sol, first, best = timed(solve, args.repeats)
-    _, stats = _batch.run(jaxlm.LevenbergMarquardt(**opts), fun, pd, (xd, yd), (None, 0))
+    stats, memory = jaxlm_stats(fun, xd, yd, pd, opts["ftol"], opts["max_steps"])
     out = {
         "problem": problem,
         "n": n,
@@ -87,6 +85,7 @@ def throughput(problem, n, args, device):
         "first_call_s": first,
         "converged": converged(sol.status),
         "executed_over_needed": stats.ratio,
+        "memory_bytes": memory,
     }
     if optx is not None:
         k = min(n, args.peer_max)

@@ -129,15 +129,19 @@ def settings(problem, dtype):
 
 
 # --------------------------------------------------------------------------- methods
+def jaxlm_options(tol, max_steps):
+    """jaxlm's solver options in every benchmark row (also ``benchmarks/gpu.py``)."""
+    return dict(damping="more", geodesic=False, ftol=tol, xtol=tol, gtol=tol, max_steps=max_steps)
+
+
 def run_jaxlm(fun, x, y, p0, tol, max_steps, chunk):
-    solver = dict(damping="more", geodesic=False, ftol=tol, xtol=tol, gtol=tol, max_steps=max_steps)
+    solver = jaxlm_options(tol, max_steps)
     sol = jaxlm.least_squares_batch(fun, p0, (x, y), in_axes=(None, 0), chunk_size=chunk, **solver)
     return np.asarray(sol.cost), np.asarray(sol.status)
 
 
 def jaxlm_stats(fun, x, y, p0, tol, max_steps):
-    opts = dict(damping="more", geodesic=False, ftol=tol, xtol=tol, gtol=tol, max_steps=max_steps)
-    lm = jaxlm.LevenbergMarquardt(**opts)
+    lm = jaxlm.LevenbergMarquardt(**jaxlm_options(tol, max_steps))
     state, stats = _batch.run(lm, fun, jnp.asarray(p0), (jnp.asarray(x), jnp.asarray(y)), (None, 0))
     init_state, _ = _batch._init(lm, fun, (None, 0), None, jnp.asarray(p0), (jnp.asarray(x), jnp.asarray(y)))
     compiled = _batch._phase.lower(lm, fun, (None, 0), None, init_state, (x, y), 0).compile()
