@@ -13,10 +13,22 @@ The damped step solves ``(A + μD) h = −g`` with ``A = JᵀJ``.  The choice of
 
 ``benchmarks/damping_study.py`` compares the three (README, "Which damping?").
 
-Every ``D`` is floored so ``A + μD`` stays positive definite when a column of J is zero:
-``D_i ≥ floor · max_j D_j`` with ``floor = eps²`` of the dtype.  The floor is relative,
-hence unit free, and tiny enough that parameters whose scales differ by up to ~1/eps
-still see their own curvature.  If every column is zero (J = 0) D falls back to I.
+All three are applied in the solver's *normalised units* (see :mod:`jaxlm._units`):
+the residual and every parameter are rescaled by powers of two fixed at the start, so
+that r and each parameter are O(1).  That rescaling is exact in floating point, so
+``more`` and ``marquardt`` follow the same path whatever the units of the data and the
+parameters; ``levenberg`` keeps its meaning of identity damping *in the caller's
+units* through ``D = (ρ·c)²`` (ρ the residual's factor, c the parameters').
+
+``more``'s and ``marquardt``'s D are floored so ``A + μD`` stays positive definite when a column of J is zero
+or all but zero: ``D_i ≥ eps² · max_j D_j`` (D = 1 when every column is zero).  In the
+normalised units a column measures what a *relative* change of its parameter does to the
+relative residual, so this floor is unit free and couples only parameters whose relative
+effect is below eps of the largest one's — not identifiable at the dtype's precision
+(a rate whose exponential has saturated, an evaporated one).  Parameters in any units
+(amperes at 1e-12, timestamps at 59 000) keep their own curvature.  (Applied in the
+caller's units, as before issue 12, the same floor damped the centre of a Gaussian in
+amperes as if it were 10¹⁰ times steeper and stopped the fit at its start.)
 
 μ is dimensionless for ``marquardt``/``more`` and carries the units of A for
 ``levenberg``.  The starting value ``μ₀ = τ · max_i(A_ii / D_i)`` (Nielsen 1999, Madsen,
@@ -40,39 +52,44 @@ UPDATES = ("nielsen", "marquardt")
 
 
 def floor_diag(diag: jax.Array) -> jax.Array:
-    """Apply the relative floor ``eps² · max(diag)`` (D = I when diag is all zero)."""
+    """Apply the relative floor ``eps² · max(diag)`` (1 where diag is all zero or not
+    finite)."""
     eps = jnp.finfo(diag.dtype).eps
-    dmax = jnp.max(diag)
-    finite_max = jnp.isfinite(dmax) & (dmax > 0)
-    floor = jnp.where(finite_max, dmax * (eps * eps), 1)
-    return jnp.where(finite_max, jnp.maximum(diag, floor), jnp.ones_like(diag))
+    dmax = jnp.max(jnp.where(jnp.isfinite(diag), diag, 0))
+    usable = dmax > 0
+    floored = jnp.maximum(jnp.where(jnp.isfinite(diag), diag, dmax), dmax * (eps * eps))
+    return jnp.where(usable, floored, jnp.ones_like(diag))
 
 
 def update_scale(scale: jax.Array | None, normal_diag: jax.Array) -> jax.Array:
-    """The running maximum of diag(JᵀJ), floored: MINPACK's scaling (squared).
+    """The running maximum of diag(JᵀJ) in normalised units: MINPACK's scaling (squared).
 
-    Kept in the state for every damping choice: it is ``D`` for ``"more"`` and it scales
-    the xtol test for all three, so that stopping is unit free even for ``levenberg``.
+    Kept in the state for every damping choice: it is ``D`` for ``"more"`` (after
+    :func:`floor_diag`) and it scales the xtol test for all three, so that stopping is
+    unit free even for ``levenberg``.  Zero columns stay zero here.
     """
-    if scale is None:
-        return floor_diag(normal_diag)
-    return floor_diag(jnp.maximum(scale, normal_diag))
+    nd = jnp.where(jnp.isfinite(normal_diag), normal_diag, 0)
+    return nd if scale is None else jnp.maximum(scale, nd)
 
 
-def damping_diag(damping: str, scale: jax.Array, normal_diag: jax.Array) -> jax.Array:
-    """D for the current point from the running ``scale`` and diag(JᵀJ) there."""
+def damping_diag(damping: str, scale: jax.Array, normal_diag: jax.Array, unit: jax.Array) -> jax.Array:
+    """D for the current point from the running ``scale`` and diag(JᵀJ) there.
+
+    ``unit`` is ``(ρ·c)²``, the caller's identity in normalised units (``levenberg``).
+    """
     if damping == "levenberg":
-        return jnp.ones_like(scale)
+        # (ρ·c)² may under- or overflow for extreme units; 1 (normalised) stands in there
+        return jnp.where(jnp.isfinite(unit) & (unit > 0), unit, jnp.ones_like(unit))
     if damping == "marquardt":
         return floor_diag(normal_diag)
     if damping == "more":
-        return scale
+        return floor_diag(scale)
     raise ValueError(f"damping must be one of {DAMPINGS}, got {damping!r}")
 
 
 def initial_mu(tau: float, normal_diag: jax.Array, diag: jax.Array) -> jax.Array:
     """μ₀ = τ · max_i(A_ii / D_i), floored at the smallest normal number."""
-    ratio = jnp.max(normal_diag / diag)
+    ratio = jnp.max(jnp.where(jnp.isfinite(diag) & (diag > 0), normal_diag / diag, 0))
     tiny = jnp.finfo(diag.dtype).tiny
     return jnp.maximum(jnp.asarray(tau, diag.dtype) * ratio, tiny)
 

@@ -506,17 +506,18 @@ def _prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy
     # mask (and NaN policy) before the guess, which must ignore masked points
     if mask is not None:
         mask = _as_bool("mask", mask, [(m,), batch + (m,)])
-    if nan_policy is not None and _is_concrete((x, y)):
-        finite_y = np.isfinite(np.asarray(y))
+    if nan_policy is not None:
         # a point is finite when all its coordinates are: reduce x over its non-batch,
         # non-point axes, giving (m,) for a shared x and batch + (m,) for one per fit
         first = len(batch) if x_batched else 0
-        finite_x = np.isfinite(np.asarray(x)).all(axis=tuple(range(first, x.ndim - 1)))
-        finite = finite_y & np.broadcast_to(finite_x, finite_y.shape)
-        if nan_policy == "raise" and not finite.all():
+        finite_x = jnp.all(jnp.isfinite(x), axis=tuple(range(first, x.ndim - 1)))
+        finite = jnp.isfinite(y) & jnp.broadcast_to(finite_x, y.shape)
+        if nan_policy == "raise" and _is_concrete(finite) and not bool(np.all(np.asarray(finite))):
             raise ValueError("ydata/xdata contain NaN or inf (nan_policy='raise')")
-        if nan_policy == "omit" and not finite.all():
-            mask = jnp.asarray(finite) if mask is None else mask & jnp.asarray(finite)
+        if nan_policy == "omit":
+            # always the masked program, whether or not this batch holds a NaN: a member's
+            # result must not depend on the other members' data
+            mask = finite if mask is None else mask & finite
     if estimator == "poisson" and _is_concrete(y):
         yv = np.asarray(y)
         if np.any(yv[np.isfinite(yv)] < 0):
@@ -674,7 +675,7 @@ def _prepare_batch(cfg: _Config, axes, arg_axes, *inputs):
 def _finish_batch(cfg: _Config, arg_axes, state, args, n_valid):
     finish = lambda u, c, st, ns, nf, a, nv: _finish_one(cfg, u, c, st, ns, nf, a, nv)  # noqa: E731
     return jax.vmap(finish, in_axes=(0, 0, 0, 0, 0, arg_axes, 0))(
-        state.params, state.cost, state.status, state.n_steps, state.n_fev, args, n_valid
+        state.params, state.caller_cost(), state.status, state.n_steps, state.n_fev, args, n_valid
     )
 
 

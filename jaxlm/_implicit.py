@@ -18,6 +18,12 @@ is a ``jax.custom_jvp`` whose tangent map is linear and built from transposable
 operations, so JAX derives reverse mode (``grad``, ``jacrev``) from it as well as forward
 mode (``jvp``, ``jacfwd``), and it batches under ``vmap``.
 
+Where ``H`` is singular — a parameter that the data do not determine, or that the fit
+layer holds ``fixed`` — the derivative of the solution exists only on the identifiable
+subspace: ``ṗ`` is the solution of minimum (equilibrated) norm of ``H ṗ = −∂θg·θ̇``
+(:func:`min_norm_solve`), so a fixed or undetermined direction gets derivative 0 and the
+rest their true derivative.
+
 The start ``x0`` does not influence a converged solution: its derivative is zero.  A
 member that did *not* converge is not at a stationary point, so the theorem does not
 apply there; ``failed_grad`` says what it gets instead (see :data:`FAILED_GRADS`).
@@ -44,6 +50,25 @@ FAILED_GRADS = ("nan", "zero", "ift")
 * ``"ift"``: the implicit-function formula evaluated at the returned point anyway (for
   members stopped by ``max_steps`` that are known to be close to converged).
 """
+
+
+def min_norm_solve(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
+    """The minimum-norm solution of ``matrix · y = rhs`` for a symmetric ``matrix``.
+
+    The matrix is first equilibrated, ``S·matrix·S`` with ``S = |diag|^-½`` (1 on a zero
+    diagonal), so the rank decision does not depend on the parameters' units; eigenvalues
+    below ``n·eps·max|λ|`` count as zero (the directions the data do not determine).
+    For a nonsingular matrix this is the ordinary solution.
+    """
+    n = matrix.shape[0]
+    eps = jnp.finfo(matrix.dtype).eps
+    d = jnp.abs(jnp.diagonal(matrix))
+    s = jnp.where(d > 0, jax.lax.rsqrt(jnp.where(d > 0, d, 1)), 1)
+    lam, vec = jnp.linalg.eigh(matrix * s[:, None] * s[None, :])
+    cut = n * eps * jnp.max(jnp.abs(lam))
+    keep = jnp.abs(lam) > cut
+    inv = jnp.where(keep, 1 / jnp.where(keep, lam, 1), 0)
+    return s * (vec @ (inv * (vec.T @ (s * rhs))))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -94,7 +119,7 @@ def _attach_jvp(fun, hessian, failed_grad, primals, tangents):
         jac = jax.jacfwd(residual)(p, args)
         rhs = jac.T @ dr
         matrix = jac.T @ jac
-    dp = -jnp.linalg.solve(matrix, rhs)
+    dp = -min_norm_solve(matrix, rhs)
     # d cost = ∇ₚC·ṗ + ∂θC·θ̇ (the first term vanishes at a minimum; kept for failed_grad="ift")
     dcost = jax.jvp(cost_fn, (p, args), (dp, dargs))[1]
     if failed_grad == "zero":

@@ -122,7 +122,23 @@ def least_squares(
     _check_choice("implicit_hessian", implicit_hessian, _implicit.HESSIANS)
     _check_choice("failed_grad", failed_grad, _implicit.FAILED_GRADS)
     x0 = validate_problem(fun, x0, args)
+    fun, args = hoist_closure(fun, x0, args)
     return _solve(solver, fun, implicit_hessian, failed_grad, x0, args)
+
+
+def hoist_closure(fun, x0, args):
+    """``fun`` with the values it closes over that may carry derivatives (tracers of an
+    enclosing ``jax.grad``/``jvp``/``jit``) made explicit trailing ``args``, by
+    ``jax.closure_convert``; unchanged when there are none.
+
+    The solver differentiates through ``args`` only (implicitly), so without this a
+    closed-over θ would get derivative 0.  JAX caches the converted function per
+    ``fun`` and shapes, so a plain call still compiles once.
+    """
+    converted, consts = jax.closure_convert(fun, x0, *args)
+    if not consts:
+        return fun, args
+    return converted, (*args, *consts)
 
 
 def validate_problem(fun, x0, args):
@@ -154,9 +170,9 @@ def _solve(solver: LevenbergMarquardt, fun: Callable, implicit_hessian, failed_g
     # derivative of the result comes from the implicit function theorem instead.
     state = solver.run(fun, jax.lax.stop_gradient(x0), *jax.lax.stop_gradient(args))
     params, cost = _implicit.attach(
-        fun, implicit_hessian, failed_grad, state.params, state.cost, state.status, args
+        fun, implicit_hessian, failed_grad, state.params, state.caller_cost(), state.status, args
     )
-    state = state._replace(params=params, cost=cost)
+    state = state._replace(params=params)
     return Solution(
         params=params,
         cost=cost,
@@ -257,7 +273,7 @@ def least_squares_batch(
         )
         return Solution(
             state.params,
-            state.cost,
+            state.caller_cost(),
             state.status,
             is_success(state.status),
             state.n_steps,

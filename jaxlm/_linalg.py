@@ -123,6 +123,20 @@ def curvature(method: str, model: GaussNewtonModel, h: jax.Array) -> jax.Array:
     return rh @ rh
 
 
+def scale_model(method: str, model: GaussNewtonModel, factor: jax.Array) -> GaussNewtonModel:
+    """The model of the residual ``factor·r`` (``factor`` a power of two: exact)."""
+    if method == "cholesky":
+        return GaussNewtonModel(model.matrix * (factor * factor), model.vector * (factor * factor))
+    return GaussNewtonModel(model.matrix * factor, model.vector * factor)
+
+
+def model_product(method: str, model: GaussNewtonModel, h: jax.Array) -> jax.Array:
+    """``JᵀJ h``."""
+    if method == "cholesky":
+        return model.matrix @ h
+    return model.matrix.T @ (model.matrix @ h)
+
+
 class DampedFactor(NamedTuple):
     """A factorisation of ``A + μD`` for one step, shared by every solve of that step
     (the step itself and the geodesic acceleration's second solve).

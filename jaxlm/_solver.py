@@ -9,23 +9,27 @@ of a :class:`LMState`, a NamedTuple of arrays only, so they compose with ``jax.j
     state = solver.step(fun, state, *args)      # one trial step; a no-op once stopped
     state = solver.run(fun, x0, *args)          # lax.while_loop until a stopping test
 
-One step (Moré 1978; Madsen, Nielsen & Tingleff 2004):
+One step (Moré 1978; Madsen, Nielsen & Tingleff 2004), in the solver's normalised units
+(the residual and the parameters rescaled by powers of two fixed at the start, exactly;
+:mod:`jaxlm._units`):
 
 1. solve ``(A + μD) h = −g`` from the n×n Gauss–Newton model held in the state
-   (:mod:`jaxlm._linalg`); optionally add the geodesic acceleration ``½a``;
-2. evaluate the residual *and* its Jacobian at the trial point ``x + h`` in one pass;
-3. gain ratio ``ρ = (C(x) − C(x+h)) / (½hᵀAh + μhᵀDh)``, where the denominator is the
-   reduction predicted by the linear model, ``C(x) − ½‖r + Jh‖²``, rewritten with
+   (:mod:`jaxlm._linalg`); optionally add half the geodesic acceleration ``d = ½a``
+   (dropped when not finite; the step is rejected when it is too large);
+2. evaluate the residual *and* its Jacobian at the trial point in one pass;
+3. gain ratio ``ρ = (C(x) − C(x+h+d)) / (½hᵀAh + μhᵀDh)``, where the denominator is the
+   reduction predicted by the linear model for h, ``C(x) − ½‖r + Jh‖²``, rewritten with
    ``(A + μD)h = −g`` so that it is a sum of non-negative terms (no cancellation);
 4. accept when the factorisation succeeded, the trial residual and Jacobian are finite
    and ``ρ > 1e-4``; otherwise keep the point.  Update μ (:mod:`jaxlm._damping`), D,
    and the model;
-5. stopping tests, MINPACK style, relative and unit free:
+5. stopping tests, MINPACK style, relative and unit free; ftol and xtol count only an
+   *informative* step (solve succeeded, trial point finite, and in every direction either
+   ``μD_j ≤ A_jj`` or the point is stationary on that parameter's scale), so that every
+   ``CONVERGED_*`` status is a stationarity claim:
 
-   * ftol:  ``|actual| ≤ ftol·C``, ``predicted ≤ ftol·C`` and ``ρ ≤ 2`` (on an
-     accepted step only if it is not dominated by damping, see xtol);
-   * xtol:  ``‖S^½ h‖ ≤ xtol·‖S^½ x‖`` (S the running max of diag(A)) on a rejected
-     step, or on an accepted one not dominated by damping (``μhᵀDh ≤ ½hᵀAh``);
+   * ftol:  ``|actual| ≤ ftol·C``, ``predicted ≤ ftol·C`` and ``ρ ≤ 2``;
+   * xtol:  ``‖S^½ h‖ ≤ xtol·‖S^½ x‖`` (S the running max of diag(A));
    * gtol:  ``max_j |g_j| / (‖J_j‖·‖r‖) ≤ gtol`` (cosine between r and each column of J;
      zero columns skipped) or ``r = 0``;
    * no progress: a rejected step shorter than ``eps·‖S^½ x‖``, or μ overflowed;
@@ -45,7 +49,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxlm import _damping, _linalg
+from jaxlm import _damping, _linalg, _units
 
 _ACCEPT_RATIO = 1e-4  # minimum gain ratio of an accepted step (MINPACK's 1e-4)
 JACOBIANS = ("fwd", "rev")
@@ -72,7 +76,9 @@ class Status(enum.IntEnum):
     finite (NaN/inf)."""
     NO_PROGRESS = 6
     """Steps keep failing although the step is already at machine precision (or μ
-    overflowed): no further reduction is possible, but the tolerances were not met."""
+    overflowed): no further reduction is possible, but no stationarity test was met —
+    for example the minimum lies beyond the edge of the residual's domain, where every
+    trial point is non-finite."""
     NO_DATA = 7
     """(fit layer) Every data point of this member is masked or omitted: nothing to fit;
     the parameters are returned at their start."""
@@ -124,29 +130,37 @@ class Objective(NamedTuple):
     cost: jax.Array
 
 
-def evaluate(fun: Callable, params, *args):
-    """``(r̃, cost)`` of ``fun`` at ``params``: r̃ flattened, cost ½‖r‖² unless ``fun``
-    returns an :class:`Objective`."""
+def evaluate(fun: Callable, params, *args, rho=None):
+    """``(r̃, cost)`` of ``fun`` at ``params``: r̃ flattened and multiplied by ``rho``
+    (the normalised residual, :mod:`jaxlm._units`; 1 when omitted), cost ``½‖r̃‖²``, or
+    the :class:`Objective`'s cost times ``rho²``."""
     out = fun(params, *args)
+    residual = out.residual if isinstance(out, Objective) else out
+    r = ravel_pytree(residual)[0]
+    if rho is not None:
+        r = r * rho.astype(r.dtype)
     if isinstance(out, Objective):
-        r = ravel_pytree(out.residual)[0]
-        return r, jnp.asarray(out.cost, r.dtype)
-    r = ravel_pytree(out)[0]
+        cost = jnp.asarray(out.cost, r.dtype)
+        return r, cost if rho is None else cost * rho * rho
     return r, 0.5 * (r @ r)
 
 
 class LMState(NamedTuple):
     """The whole solver state; arrays only (a pytree, so it batches under vmap).
 
+    Everything but ``params`` is in the solver's normalised units (:mod:`jaxlm._units`):
+    the residual is ``ρ·r`` and the variables are ``z = x / c``.
+
     Attributes:
-      params: current point, same pytree structure and dtypes as ``x0``.
-      cost: ½‖r(params)‖².
+      params: current point, same pytree structure and dtypes as ``x0`` (caller's units).
+      cost: ½‖ρ·r(params)‖², the normalised cost (:meth:`caller_cost` gives ½‖r‖²).
       mu: damping parameter μ.
       nu: Nielsen's growth factor for successive rejections.
-      scale: running maximum of diag(JᵀJ) over the accepted points (floored), shape
-        (n,): MINPACK's parameter scaling.  It is D for ``damping="more"`` and scales
-        the xtol test for every damping; D itself is derived from it and the model.
+      scale: running maximum of diag(JᵀJ) over the accepted points, shape (n,):
+        MINPACK's parameter scaling.  It is D for ``damping="more"`` and scales the
+        xtol test for every damping; D itself is derived from it and the model.
       model: the Gauss–Newton model at ``params`` (n×n, see :mod:`jaxlm._linalg`).
+      units: the exact rescaling ρ, c fixed at the start.
       n_steps: number of trial steps taken (accepted or not).
       n_fev: number of residual evaluations (each with its Jacobian).
       status: a :class:`Status` code (int32).
@@ -158,9 +172,14 @@ class LMState(NamedTuple):
     nu: jax.Array
     scale: jax.Array
     model: _linalg.GaussNewtonModel
+    units: _units.Units
     n_steps: jax.Array
     n_fev: jax.Array
     status: jax.Array
+
+    def caller_cost(self) -> jax.Array:
+        """½‖r(params)‖² (or the Objective's cost) in the caller's units."""
+        return _units.caller_cost(self.units, self.cost)
 
 
 def default_tolerance(dtype) -> float:
@@ -231,8 +250,35 @@ class LevenbergMarquardt:
             raise ValueError(f"geodesic_alpha must be positive, got {self.geodesic_alpha!r}")
 
     # ------------------------------------------------------------------ evaluation
-    def _linearise(self, fun, unravel, x, args):
-        """Residual, cost and *transposed* Jacobian ``Jᵀ`` (n, m) at flat ``x``, one pass.
+    def _normalised(self, fun, unravel, units: _units.Units, args, dtype):
+        """The residual and cost as functions of the normalised variables ``z = x / c``
+        (both in normalised units, :mod:`jaxlm._units`)."""
+        c, rho = units.params, units.residual
+
+        def flat_fun(z):
+            r, cost = evaluate(fun, unravel(z * c), *args, rho=rho)
+            return r.astype(dtype), cost.astype(dtype)
+
+        def user_jac_t(z):  # a callable jac returns ∂r/∂x in the caller's units
+            jac = jnp.asarray(self.jac(unravel(z * c), *args)).astype(dtype)
+            m = jac.size // z.shape[0]
+            return jnp.reshape(jac, (m, z.shape[0])).T * (c * rho)[:, None]
+
+        return flat_fun, user_jac_t
+
+    def _jacobian_mode(self, flat_fun, z) -> str:
+        """The autodiff mode of J: ``"custom"`` for a callable ``jac``, else ``jac`` as
+        given, except that a residual holding a ``jax.custom_vjp`` (which has no forward
+        mode) is differentiated in reverse mode instead of failing.  Decided from the
+        residual's jaxpr at trace time."""
+        if callable(self.jac):
+            return "custom"
+        if self.jac == "fwd" and _has_custom_vjp(flat_fun, z):
+            return "rev"
+        return self.jac
+
+    def _linearise(self, flat_fun, user_jac_t, z, mode):
+        """Residual, cost and *transposed* Jacobian ``Jᵀ`` (n, m) at flat ``z``, one pass.
 
         Forward mode pushes the n unit tangents through one ``jax.linearize``; keeping
         them as the rows of ``Jᵀ`` (the order ``vmap`` produces them in) rather than
@@ -240,27 +286,19 @@ class LevenbergMarquardt:
         equation products in :func:`jaxlm._linalg.compress` read (2× faster under a
         batch on CPU, ``benchmarks/small_solve.py``).
         """
-        dtype = x.dtype
-
-        def flat_fun(z):
-            r, cost = evaluate(fun, unravel(z), *args)
-            return r.astype(dtype), cost.astype(dtype)
-
-        if callable(self.jac):
-            r, cost = flat_fun(x)
-            jac = jnp.asarray(self.jac(unravel(x), *args)).astype(dtype)
-            return r, cost, jnp.reshape(jac, (r.shape[0], x.shape[0])).T
-
-        if self.jac == "fwd":
-            (r, cost), push = jax.linearize(flat_fun, x)
-            jac_t = jax.vmap(lambda t: push(t)[0])(jnp.eye(x.shape[0], dtype=dtype))
+        if mode == "custom":
+            r, cost = flat_fun(z)
+            return r, cost, user_jac_t(z)
+        if mode == "fwd":
+            (r, cost), push = jax.linearize(flat_fun, z)
+            jac_t = jax.vmap(lambda t: push(t)[0])(jnp.eye(z.shape[0], dtype=z.dtype))
             return r, cost, jac_t
 
-        def with_aux(z):
-            r, cost = flat_fun(z)
+        def with_aux(w):
+            r, cost = flat_fun(w)
             return r, (r, cost)
 
-        jac, (r, cost) = jax.jacrev(with_aux, has_aux=True)(x)
+        jac, (r, cost) = jax.jacrev(with_aux, has_aux=True)(z)
         return r, cost, jac.T
 
     def _tolerances(self, dtype):
@@ -268,32 +306,78 @@ class LevenbergMarquardt:
         return tuple(tol if t is None else t for t in (self.ftol, self.xtol, self.gtol))
 
     def _gtol_met(self, model, r, gtol):
+        """The scaled-gradient (stationarity) test: the cosine between r and every
+        nonzero column of J is at most gtol, or r is exactly zero."""
         g = _linalg.gradient(self.linear_solver, model)
         nd = _linalg.normal_diag(self.linear_solver, model)
-        rr = r @ r
         colnorm = jnp.sqrt(jnp.where(nd > 0, nd, 1))
         cosines = jnp.where(nd > 0, jnp.abs(g) / colnorm, 0)
-        return (rr == 0) | (jnp.max(cosines) <= gtol * jnp.sqrt(rr))
+        return jnp.all(r == 0) | (jnp.max(cosines) <= gtol * jnp.sqrt(r @ r))
+
+    def _scaled_gradient(self, model, cost, scale):
+        """``|g_j| / (√S_j·‖r‖)`` for every parameter j: the gradient measured against the
+        largest column norm the parameter has had (S, the running max of diag A), with
+        ``‖r‖ = √(2C)``; 0 for columns never seen and for a zero cost.  Unlike the gtol
+        cosine it vanishes where a column of J has shrunk to nothing at a minimum."""
+        g = _linalg.gradient(self.linear_solver, model)
+        seen = scale > 0
+        ratio = jnp.where(seen, jnp.abs(g) / jnp.sqrt(jnp.where(seen, scale, 1)), 0)
+        rnorm = jnp.sqrt(2 * cost)
+        return jnp.where(rnorm > 0, ratio / jnp.where(rnorm > 0, rnorm, 1), 0)
+
+    def _renormalised(self, state):
+        """``(cost, model, scale, units)`` of the state, with the residual's factor ρ
+        raised by a power of two once the normalised cost has fallen below
+        ``2^(minexp/2)`` (the residual dropped by ~1e77 in float64, ~1e9 in float32 from
+        the start), so that ½‖r‖² and JᵀJ never underflow.  Exact, hence path-neutral;
+        the factor is capped so that diag(JᵀJ) stays below ``2^(maxexp/2)``."""
+        info = jnp.finfo(state.cost.dtype)
+        cost, model, scale, units = state.cost, state.model, state.scale, state.units
+        _, e_cost = jnp.frexp(cost)
+        _, e_diag = jnp.frexp(jnp.max(_linalg.normal_diag(self.linear_solver, model)))
+        low = (cost > 0) & (cost < 2.0 ** (info.minexp // 2))
+        shift = jnp.minimum(-e_cost // 2, (info.maxexp // 2 - e_diag) // 2)
+        factor = _units.power_of_two(jnp.where(low, jnp.maximum(shift, 0), 0), cost.dtype)
+        return (
+            cost * (factor * factor),
+            _linalg.scale_model(self.linear_solver, model, factor),
+            scale * (factor * factor),
+            units._replace(residual=units.residual * factor),
+        )
+
+    def _damping_diag(self, scale, model, units):
+        unit = jnp.square(units.params * units.residual)  # the caller's identity, normalised
+        return _damping.damping_diag(self.damping, scale, _linalg.normal_diag(self.linear_solver, model), unit)
 
     # ------------------------------------------------------------------ init/step/run
     def init(self, fun: Callable, x0, *args) -> LMState:
-        """Evaluate the start and build the state.  Pure; works under jit and vmap."""
+        """Evaluate the start, fix the normalised units and build the state.  Pure;
+        works under jit and vmap."""
         x, unravel = ravel_pytree(x0)
         if not jnp.issubdtype(x.dtype, jnp.inexact):
             raise TypeError(f"x0 must hold floating-point arrays, got dtype {x.dtype}")
         dtype = x.dtype
+        n = x.shape[0]
         _, _, gtol = self._tolerances(dtype)
-        r, cost, jac_t = self._linearise(fun, unravel, x, args)
+        flat_fun, user_jac_t = self._normalised(fun, unravel, _units.identity(n, dtype), args, dtype)
+        mode = self._jacobian_mode(flat_fun, x)
+        r_raw, cost_raw, jac_t_raw = self._linearise(flat_fun, user_jac_t, x, mode)
+        units = _units.from_start(r_raw, jac_t_raw, x)
+        r, jac_t = _units.normalise(units, r_raw, jac_t_raw)
+        if isinstance(jax.eval_shape(fun, x0, *args), Objective):
+            cost = cost_raw * units.residual * units.residual
+        else:
+            cost = 0.5 * (r @ r)
         model = _linalg.compress(self.linear_solver, jac_t, r)
+        scale = _damping.update_scale(None, _linalg.normal_diag(self.linear_solver, model))
         nd = _linalg.normal_diag(self.linear_solver, model)
-        scale = _damping.update_scale(None, nd)
-        mu = _damping.initial_mu(self.tau, nd, _damping.damping_diag(self.damping, scale, nd))
+        mu = _damping.initial_mu(self.tau, nd, self._damping_diag(scale, model, units))
         finite = (
             jnp.all(jnp.isfinite(x))
             & jnp.isfinite(cost)
             & jnp.all(jnp.isfinite(r))
             & jnp.all(jnp.isfinite(jac_t))
-        )  # an overflowing ½‖r‖² counts as non-finite
+        )
         status = jnp.where(self._gtol_met(model, r, gtol), Status.CONVERGED_GTOL, Status.RUNNING)
         if self.max_steps == 0:
             status = jnp.where(status == Status.RUNNING, Status.MAX_STEPS, status)
@@ -305,6 +389,7 @@ class LevenbergMarquardt:
             nu=jnp.asarray(2, dtype),
             scale=scale,
             model=model,
+            units=units,
             n_steps=jnp.asarray(0, jnp.int32),
             n_fev=jnp.asarray(1, jnp.int32),
             status=status,
@@ -317,27 +402,46 @@ class LevenbergMarquardt:
         eps = jnp.finfo(dtype).eps
         ftol, xtol, gtol = self._tolerances(dtype)
         method = self.linear_solver
-        mu, scale, model, cost = state.mu, state.scale, state.model, state.cost
-        diag = _damping.damping_diag(self.damping, scale, _linalg.normal_diag(method, model))
+        mu = state.mu
+        cost, model, scale, units = self._renormalised(state)
+        flat_fun, user_jac_t = self._normalised(fun, unravel, units, args, dtype)
+        z = x / units.params  # exact: the factors are powers of two
+        mode = self._jacobian_mode(flat_fun, z)
+        diag = self._damping_diag(scale, model, units)
 
         factor = _linalg.damped_factor(method, model, mu, diag)  # one factorisation per step
         h, ok = _linalg.damped_step(method, model, factor)
-        step = h
-        n_evals = 1
-        if self.geodesic:
-            accel, accel_ok = self._acceleration(fun, unravel, x, h, args, factor, diag)
-            step = h + 0.5 * accel
-            ok = ok & accel_ok
-            n_evals = 2
-        trial = x + step
-
-        r_new, cost_new, jac_new = self._linearise(fun, unravel, trial, args)
-        model_new = _linalg.compress(method, jac_new, r_new)
-        finite_new = jnp.isfinite(cost_new) & jnp.all(jnp.isfinite(r_new)) & jnp.all(jnp.isfinite(jac_new))
-
+        # predicted reduction C − ½‖r + Jh‖² = ½hᵀAh + μhᵀDh, using (A + μD)h = −g
         model_part = 0.5 * _linalg.curvature(method, model, h)
         damping_part = mu * jnp.sum(diag * h * h)
         predicted = model_part + damping_part
+        step = h
+        n_evals = 1
+        if self.geodesic:
+            d, too_large = self._acceleration(flat_fun, user_jac_t, z, h, factor, diag, model, mode)
+            step = h + d
+            # Transtrum & Sethna's rule: a finite acceleration too large against the
+            # velocity means the step left the region where the quadratic path is to be
+            # trusted: reject it and raise μ (such a rejection is not informative, see
+            # below).  ρ is measured against the linear model's prediction for the
+            # velocity h, whose second-order error the acceleration is there to cancel
+            # (measured against the prediction at h + d instead, NIST StRD drops from
+            # 53/54 to 52/54 and BoxBOD/S1 stops on a plateau).
+            ok = ok & ~too_large
+            n_evals = 2
+        trial = z + step
+
+        r_new, cost_new, jac_new = self._linearise(flat_fun, user_jac_t, trial, mode)
+        model_new = _linalg.compress(method, jac_new, r_new)
+        finite_new = (
+            jnp.all(jnp.isfinite(trial))
+            & jnp.isfinite(cost_new)
+            & jnp.all(jnp.isfinite(r_new))
+            & jnp.all(jnp.isfinite(jac_new))
+            # a cost that (nearly) underflowed — the residual fell by about the dtype's
+            # range below the start's — cannot be compared: such a trial counts as non-finite
+            & ((cost_new >= jnp.finfo(dtype).tiny / eps) | jnp.all(r_new == 0))
+        )
         actual = cost - cost_new
         rho = actual / predicted
         accepted = ok & finite_new & (rho > _ACCEPT_RATIO)
@@ -346,24 +450,36 @@ class LevenbergMarquardt:
         nd_new = _linalg.normal_diag(method, model_new)
         scale_new = jnp.where(accepted, _damping.update_scale(scale, nd_new), scale)
         model_sel = jax.tree_util.tree_map(lambda a, b: jnp.where(accepted, a, b), model_new, model)
-        x_sel = jnp.where(accepted, trial, x)
+        z_sel = jnp.where(accepted, trial, z)
         cost_sel = jnp.where(accepted, cost_new, cost)
 
-        # Stopping tests, all relative (unit free).  An accepted step kept short by heavy
-        # damping says nothing about convergence: ftol and xtol only count accepted steps
-        # whose length the model, not μ, decided.  A rejected step counts as in MINPACK:
-        # failing even at relative size xtol means no better point is within reach.
-        undamped = damping_part <= model_part
+        # Stopping tests, all relative (unit free).  Only an *informative* step may count
+        # for ftol/xtol, so that each of them is a stationarity claim: its solve succeeded,
+        # its trial point was finite, and in every direction the residual sees either the
+        # step was decided by the model, not by μ (``μD_j ≤ A_jj``), or the returned point
+        # is stationary on that parameter's scale (:meth:`_scaled_gradient` ≤ eps^(3/8),
+        # whatever tolerances the caller chose: a direction whose Gauss–Newton curvature
+        # vanishes at the minimum, such as a parameter held at a bound by the fit layer's
+        # transform, or one that the data no longer determine, is damped there).  A damped
+        # direction elsewhere has a short step, and predicts a small reduction, only
+        # because μ is large: at the edge of the residual's domain (the minimum lies beyond
+        # it) μ grows without bound while the gradient stays.  A rejected informative step
+        # counts for xtol as in MINPACK (failing even at relative size xtol means no better
+        # point is within reach of the model).  Every other rejection (a failed solve, a
+        # non-finite trial point, a too-large acceleration) says nothing about the current
+        # point; such steps shrink until they are below machine precision and end as
+        # NO_PROGRESS.
+        nd = _linalg.normal_diag(method, model)
+        undamped = (mu * diag <= nd) | (nd == 0)
+        stationary = self._scaled_gradient(model_sel, cost_sel, scale_new) <= jnp.sqrt(default_tolerance(dtype))
+        informative = ok & finite_new & jnp.all(undamped | stationary)
         sqrt_s = jnp.sqrt(scale)
         step_norm = jnp.linalg.norm(sqrt_s * step)
-        x_norm = jnp.linalg.norm(sqrt_s * x_sel)
+        x_norm = jnp.linalg.norm(sqrt_s * z_sel)
         ftol_met = (
-            (jnp.abs(actual) <= ftol * cost)
-            & (predicted <= ftol * cost)
-            & (rho <= 2)
-            & (undamped | ~accepted)
+            informative & (jnp.abs(actual) <= ftol * cost) & (predicted <= ftol * cost) & (rho <= 2)
         )
-        xtol_met = (undamped | ~accepted) & (step_norm <= xtol * x_norm)
+        xtol_met = informative & (step_norm <= xtol * x_norm)
         gtol_met = accepted & self._gtol_met(model_new, r_new, gtol)
         stuck = ~accepted & ((step_norm <= eps * x_norm) | ~jnp.isfinite(mu_new))
         n_steps = state.n_steps + 1
@@ -375,12 +491,13 @@ class LevenbergMarquardt:
         status = jnp.where(ftol_met, Status.CONVERGED_FTOL, status)
 
         new = LMState(
-            params=unravel(x_sel),
+            params=unravel(jnp.where(accepted, trial * units.params, x)),
             cost=cost_sel,
             mu=mu_new,
             nu=nu_new,
             scale=scale_new,
             model=model_sel,
+            units=units,
             n_steps=n_steps,
             n_fev=state.n_fev + n_evals,
             status=status.astype(jnp.int32),
@@ -388,28 +505,39 @@ class LevenbergMarquardt:
         running = state.status == Status.RUNNING
         return jax.tree_util.tree_map(lambda a, b: jnp.where(running, a, b), new, state)
 
-    def _acceleration(self, fun, unravel, x, h, args, factor, diag):
-        """Geodesic acceleration a: ``(A + μD) a = −Jᵀ r''[h, h]`` (Transtrum & Sethna 2012).
+    def _acceleration(self, flat_fun, user_jac_t, z, h, factor, diag, model, mode):
+        """Half the geodesic acceleration, ``d = ½a`` with ``(A + μD) a = −Jᵀ r''[h, h]``
+        (Transtrum & Sethna 2012), and whether it is finite but too large.
 
         ``r''[h, h]``, the second directional derivative of the residual along the
-        velocity h, comes from two nested JVPs; ``Jᵀ(·)`` from one VJP; the solve reuses
-        the step's factorisation of ``A + μD``.
+        velocity h, comes from two nested JVPs.  ``Jᵀ(·)`` is taken in the Jacobian's own
+        mode (forward: the rows of Jᵀ at z, as :meth:`_linearise` builds them; reverse:
+        one VJP; a callable ``jac``: the caller's), so a residual that is finite in that
+        mode gets a finite acceleration.  A residual without a forward mode (a
+        ``jax.custom_vjp`` inside) gets Transtrum's finite difference instead,
+        ``Jᵀr'' ≈ (2/δ)(Jᵀ(r(z + δh) − r(z))/δ − Ah)`` with δ = 0.1, from one VJP.  The
+        solve reuses the step's factorisation.
+
+        An acceleration that is not finite (a residual whose second derivative does not
+        exist there, a failed solve) is not used: d = 0 and the step is the plain h; it
+        is never a reason to reject h.  A finite one that is too large
+        (``2‖a‖ > alpha·‖h‖`` in the D-norm) is reported so that the step rejects it.
         """
-        dtype = x.dtype
-
-        def flat_fun(z):
-            return evaluate(fun, unravel(z), *args)[0].astype(dtype)
-
-        def directional(z):
-            return jax.jvp(flat_fun, (z,), (h,))[1]
-
-        r_vv = jax.jvp(directional, (x,), (h,))[1]
-        _, vjp = jax.vjp(flat_fun, x)
-        (jt_rvv,) = vjp(r_vv)
+        residual = lambda w: flat_fun(w)[0]  # noqa: E731
+        if mode == "rev" and _has_custom_vjp(flat_fun, z):  # no forward mode at all
+            delta = jnp.asarray(0.1, z.dtype)
+            r, vjp = jax.vjp(residual, z)
+            a_h = _linalg.model_product(self.linear_solver, model, h)
+            jt_rvv = (2 / delta) * (vjp((residual(z + delta * h) - r) / delta)[0] - a_h)
+        elif mode == "rev":
+            (jt_rvv,) = jax.vjp(residual, z)[1](_second_directional(residual, z, h))
+        else:
+            r_vv = _second_directional(residual, z, h)
+            jt_rvv = self._linearise(flat_fun, user_jac_t, z, mode)[2] @ r_vv
         accel, ok = _linalg.damped_solve(self.linear_solver, factor, -jt_rvv)
         sqrt_d = jnp.sqrt(diag)
         small = 2 * jnp.linalg.norm(sqrt_d * accel) <= self.geodesic_alpha * jnp.linalg.norm(sqrt_d * h)
-        return jnp.where(ok, accel, 0), ok & small
+        return jnp.where(ok & small, 0.5 * accel, 0), ok & ~small
 
     def run(self, fun: Callable, x0, *args) -> LMState:
         """``init`` then ``step`` in a ``lax.while_loop`` until every member has stopped."""
@@ -417,6 +545,28 @@ class LevenbergMarquardt:
         return jax.lax.while_loop(
             lambda s: s.status == Status.RUNNING, lambda s: self.step(fun, s, *args), state
         )
+
+
+def _second_directional(residual, z, h):
+    """``r''[h, h]`` by two nested JVPs."""
+    return jax.jvp(lambda w: jax.jvp(residual, (w,), (h,))[1], (z,), (h,))[1]
+
+
+def _has_custom_vjp(fn, *example) -> bool:
+    """Whether ``fn``'s jaxpr holds a ``jax.custom_vjp`` call (at any depth)."""
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name.startswith("custom_vjp"):
+                return True
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, tuple | list) else (param,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns") and walk(inner):
+                        return True
+        return False
+
+    return walk(jax.make_jaxpr(fn)(*example).jaxpr)
 
 
 def _check_choice(name, value, choices):

@@ -39,11 +39,14 @@ def test_solves_every_run_minpack_solves(problem):
             sol = jaxlm.least_squares(problem.fun, jnp.asarray(x0), **options)
             ours = 2 * float(sol.cost)
             what = (problem.name, factor, options, ours, theirs)
-            if int(sol.status) == jaxlm.Status.NONFINITE:
+            r0 = np.asarray(problem.fun(jnp.asarray(x0)))
+            with np.errstate(over="ignore"):
+                overflowing = not np.isfinite(0.5 * np.sum(r0 * r0))
+            if overflowing:
                 # Jennrich–Sampson from 100·x0: residuals up to 5e173, so ½‖r‖² overflows
-                r0 = np.asarray(problem.fun(jnp.asarray(x0)))
-                with np.errstate(over="ignore"):
-                    assert not np.isfinite(0.5 * np.sum(r0 * r0)), what
+                # in the caller's units.  The solver works in its own units and tries;
+                # where it does not reach MINPACK's point it must say so.
+                assert not bool(sol.success) or mgh.solved(problem, ours), what
                 continue
             if not options and (problem.name, factor) in DEFAULT_EXCEPTIONS:
                 continue

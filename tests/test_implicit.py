@@ -254,3 +254,107 @@ def test_bad_differentiation_options_are_rejected_by_name():
         solve(Y, 3.0, implicit_hessian="bfgs")
     with pytest.raises(ValueError, match="failed_grad"):
         solve(Y, 3.0, failed_grad="ignore")
+
+
+# ------------------------------------------------------------------ issue 12: gradients that lied
+def test_closed_over_values_get_their_true_derivative():
+    """θ closed over by ``fun`` (not in ``args``) used to be a constant: grad 0.0, and
+    jax.jacfwd raised.  ``fun`` is closure-converted; the derivative equals central
+    differences of the re-solved problem, in every mode and under jit."""
+
+    def solved(theta):
+        fun = lambda p, t, y: decay(p, t, y, theta)  # noqa: E731
+        return jaxlm.least_squares(fun, X0, args=(T, Y), **TIGHT).params
+
+    fd = central_difference(solved, 3.0, 1.0, H)
+    assert np.max(np.abs(np.asarray(fd))) > 1e-2  # a derivative that is not zero
+    for jacobian in (jax.jacfwd(solved), jax.jacrev(solved), jax.jit(jax.jacrev(solved))):
+        assert_rel(jacobian(3.0), fd, 1e-6)
+
+
+def test_closed_over_values_do_not_recompile():
+    """Closure conversion keeps one compiled program per function and shapes."""
+    from tests.helpers import Compiles
+
+    def fun(p, t, y):
+        return decay(p, t, y, 3.0)
+
+    jaxlm.least_squares(fun, X0, args=(T, Y))
+    with Compiles() as c:
+        jaxlm.least_squares(fun, X0, args=(T, Y))
+    assert not c.lines, c.lines
+
+
+@pytest.mark.parametrize("wrt", ["ydata", "sigma"])
+def test_fixed_parameters_get_derivative_zero_and_the_rest_their_true_one(wrt):
+    """jax.grad through fit(..., fixed=...) used to be NaN for every parameter although
+    success was True."""
+    x = jnp.linspace(0.0, 3.0, 30)
+    y = 2.0 * jnp.exp(-1.3 * x) + 0.5 + 0.01 * jnp.sin(7 * x)
+    sigma = 0.1 + 0.01 * x
+    fixed = jnp.array([False, False, True])
+
+    def params(v):
+        yy, ss = (v, sigma) if wrt == "ydata" else (y, v)
+        res = jaxlm.fit(
+            lambda x, a, b, c: a * jnp.exp(-b * x) + c,
+            x, yy, p0=jnp.array([1.0, 1.0, 0.5]), sigma=ss, fixed=fixed, **TIGHT,
+        )  # fmt: skip
+        return res.params
+
+    v0 = y if wrt == "ydata" else sigma
+    direction = jnp.cos(3 * x)
+    jvp = jax.jvp(params, (v0,), (direction,))[1]
+    vjp_row = jax.grad(lambda v: params(v)[1])(v0) @ direction
+    fd = central_difference(params, v0, direction, 1e-5)
+    assert np.all(np.isfinite(np.asarray(jvp)))
+    assert float(jvp[2]) == 0.0  # the fixed parameter does not move
+    assert_rel(jvp[:2], fd[:2], 1e-6)
+    assert_rel(vjp_row, fd[1], 1e-6)
+
+
+def test_rank_deficient_fit_differentiates_on_the_identifiable_part():
+    """A residual that sees only a + b: the Hessian is singular.  The derivative is the
+    minimum-norm one: the identifiable a + b gets its true derivative, a − b none."""
+
+    def fun(p, t, y):
+        return (p[0] + p[1]) * t - y
+
+    t = jnp.linspace(0.0, 1.0, 10)
+
+    def solved(y):
+        return jaxlm.least_squares(fun, jnp.array([1.0, 0.5]), args=(t, y), **TIGHT).params
+
+    y = 3.0 * t + 0.01 * jnp.sin(9 * t)
+    direction = jnp.ones_like(t)
+    dp = jax.jvp(solved, (y,), (direction,))[1]
+    # d(a + b)/dy·1 = Σ t / Σ t², split evenly by the minimum-norm solution
+    exact = float(jnp.sum(t) / jnp.sum(t * t))
+    np.testing.assert_allclose(np.asarray(dp), [exact / 2, exact / 2], rtol=1e-10)
+    g = jax.grad(lambda y: jnp.sum(solved(y)))(y)
+    np.testing.assert_allclose(float(g @ direction), exact, rtol=1e-10)
+
+
+def test_float32_gradients_match_float64_finite_differences():
+    """The implicit derivative in float32 agrees with float64 central differences to
+    float32 precision."""
+    t32, y32 = T.astype(jnp.float32), Y.astype(jnp.float32)
+
+    def solved32(w):
+        return jaxlm.least_squares(decay, X0.astype(jnp.float32), args=(t32, y32, w)).params
+
+    g32 = jax.jacfwd(solved32)(jnp.float32(3.0))
+    assert g32.dtype == jnp.float32
+    fd = central_difference(lambda w: polished(Y, w), 3.0, 1.0, H)
+    assert_rel(g32.astype(jnp.float64), fd, 2e-2)
+
+
+def test_custom_vjp_residual_is_solved_under_the_default_options():
+    """A jax.custom_vjp inside the residual (no forward mode) used to raise
+    NotImplementedError under the default geodesic acceleration."""
+    from tests.traps import TRAPS
+
+    trap = TRAPS["custom_vjp"]
+    sol = jaxlm.least_squares(trap.fun, jnp.asarray(trap.x0), trap.args)
+    assert bool(sol.success)
+    np.testing.assert_allclose(np.asarray(sol.params), [1.3, -1.0], rtol=1e-8)

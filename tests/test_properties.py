@@ -84,3 +84,45 @@ def test_converged_point_satisfies_the_gradient_test(draw):
         for h in (1e-4, -1e-4):
             bumped = sol.params + h * jnp.asarray(direction) * jnp.maximum(jnp.abs(sol.params), 1.0)
             assert float(0.5 * jnp.sum(decay(bumped, T, y) ** 2)) >= float(sol.cost)
+
+
+# ------------------------------------------------------------------ issue 12: at every scale
+scales = st.tuples(
+    st.integers(-100, 100),  # data (and amplitude, offset) scaled by 2^k
+    st.integers(-60, 60),  # the rate's unit: the solver sees q = b·2^j
+    st.sampled_from(["float32", "float64"]),
+    st.sampled_from(["more", "marquardt"]),
+)
+
+
+def _scaled(p, t, y, unit):
+    return decay(p * unit, t, y)
+
+
+@settings(max_examples=25, deadline=None)
+@given(params, scales)
+def test_success_means_stationary_and_units_do_not_change_the_path(draw, scale):
+    """Random well-posed problems in random units (data ×2^k, a parameter ×2^j):
+    success ⇒ the gradient test holds at the returned point, and the path is the
+    unscaled one bit for bit (`more`, `marquardt`: scale invariant; powers of two:
+    exact), so the step count, status and parameters are identical."""
+    k, j, dtype, damping = scale
+    if dtype == "float32":  # keep every Jacobian entry a normal float32 number
+        k, j = max(-50, min(50, k)), max(-50, min(50, j))
+    x0, y = _problem(draw)
+    s = 2.0**k
+    unit = jnp.asarray([s, 2.0**j, s], dtype)  # amplitude and offset carry the data's unit
+    base = jaxlm.least_squares(decay, x0.astype(dtype), (T.astype(dtype), y.astype(dtype)), damping=damping)
+    yy = (y * s).astype(dtype)
+    q0 = (x0.astype(dtype) * jnp.asarray([s, 1.0, s], dtype)) / unit
+    sol = jaxlm.least_squares(_scaled, q0, (T.astype(dtype), yy, unit), damping=damping)
+    assert int(sol.status) == int(base.status) and int(sol.n_steps) == int(base.n_steps)
+    back = np.asarray(sol.params * unit, np.float64) / np.array([s, 1.0, s])
+    np.testing.assert_array_equal(back, np.asarray(base.params, np.float64))
+    if bool(sol.success):
+        p = jnp.asarray(base.params, jnp.float64)
+        t64, y64 = T, y.astype(dtype).astype(jnp.float64)
+        r = decay(p, t64, y64)
+        jac = jax.jacfwd(decay)(p, t64, y64)
+        cosines = jnp.abs(jac.T @ r) / (jnp.linalg.norm(jac, axis=0) * jnp.linalg.norm(r))
+        assert float(jnp.max(cosines)) <= (1e-5 if dtype == "float64" else 3e-2)

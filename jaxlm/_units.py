@@ -1,0 +1,101 @@
+"""Normalised units: the solver's own, exact, rescaling of the residual and the parameters.
+
+A fit in physical units — amperes (1e-12), molar concentrations, timestamps near 59 000 —
+has residuals and Jacobian columns whose sizes differ from 1, and from each other, by
+many orders of magnitude.  Forming ``JᵀJ`` and ``½‖r‖²`` from them squares those sizes:
+in float32 a residual of 1e-20 already underflows, and a relative floor on ``D`` couples
+columns whose curvatures legitimately differ.  So the solver never works in the caller's
+units.  At the start it picks
+
+* ``ρ = 2^-e``, with ``max|r(x₀)| ∈ [2^(e-1), 2^e)``, and divides every residual by it;
+* ``c_j``, a power of two per parameter: the magnitude of its start ``|x₀_j|``, or, for a
+  parameter started at 0, the unit that puts its normalised Jacobian column
+  ``ρ·c_j·∂r/∂x_j`` in ``[½, 1)`` (1 when that column is zero too);
+
+and iterates on ``z = x / c`` with the residual ``ρ·r(c·z)``.  Multiplying by a power of
+two is exact in binary floating point (short of overflow or underflow), so:
+
+* the path is the caller's path, exactly: every quantity is the caller's one times a
+  power of two, and every test (gain ratio, ftol, xtol, gtol) is a ratio;
+* a problem whose data or parameters are rescaled by powers of two follows a
+  bit-identical path, and any other rescaling the same path up to rounding, over the
+  whole range where the residual and the Jacobian themselves are finite.
+
+In these units a column of J measures what a *relative* change of its parameter does to
+the relative residual — a unit-free quantity — so the damping's floor
+(:mod:`jaxlm._damping`) can be relative without coupling parameters whose units differ.
+
+The factors are fixed at the start (a pure function of ``r(x₀)``, ``J(x₀)`` and ``x₀``)
+and carried in the state as :class:`Units`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Units(NamedTuple):
+    """The exact rescaling of one problem (arrays only; batched under vmap).
+
+    Attributes:
+      residual: ρ, a scalar power of two; the solver's residual is ``ρ·r``.
+      params: c, shape (n,), powers of two; the solver's variables are ``z = x / c``.
+    """
+
+    residual: jax.Array
+    params: jax.Array
+
+
+def identity(n: int, dtype) -> Units:
+    """No rescaling (ρ = 1, c = 1)."""
+    return Units(jnp.ones((), dtype), jnp.ones((n,), dtype))
+
+
+def power_of_two(exponent: jax.Array, dtype) -> jax.Array:
+    """``2**exponent`` exactly, built from its bits; the exponent is clipped to the
+    dtype's normal range so the result is always a finite positive normal number."""
+    info = jnp.finfo(dtype)
+    bits = info.bits
+    mantissa = info.nmant
+    bias = info.maxexp - 1
+    int_type = jnp.int64 if bits == 64 else jnp.int32
+    e = jnp.clip(exponent, info.minexp, info.maxexp - 1).astype(int_type)
+    return jax.lax.bitcast_convert_type((e + bias) << mantissa, dtype)
+
+
+def _exponent(v: jax.Array) -> jax.Array:
+    """``e`` with ``v ∈ [2^(e-1), 2^e)`` for positive finite v; 0 elsewhere."""
+    good = jnp.isfinite(v) & (v > 0)
+    _, e = jnp.frexp(jnp.where(good, v, 1))
+    return jnp.where(good, e, 0)
+
+
+def from_start(res: jax.Array, jac_t: jax.Array, x: jax.Array) -> Units:
+    """The units of a problem from its residual ``res`` (m,), transposed Jacobian
+    ``jac_t`` (n, m) and flat parameters ``x`` (n,) at the start (caller's units)."""
+    dtype = res.dtype
+    e_r = _exponent(jnp.max(jnp.abs(res)))
+    col_max = jnp.max(jnp.abs(jac_t), axis=1)
+    # a parameter's unit is its start's magnitude; a parameter started at 0 takes the
+    # unit that puts its Jacobian column's largest entry in [½, 1) (ρ·c_j = 2^(-e_j))
+    from_value = _exponent(jnp.abs(x))
+    from_column = e_r - _exponent(col_max)
+    valued = jnp.isfinite(x) & (x != 0)
+    seen = jnp.isfinite(col_max) & (col_max > 0)
+    k = jnp.where(valued, from_value, jnp.where(seen, from_column, 0))
+    return Units(power_of_two(-e_r, dtype), power_of_two(k, dtype))
+
+
+def normalise(units: Units, res: jax.Array, jac_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(ρ·r, ρ·Jᵀ·diag(c))`` from the caller's residual and transposed Jacobian."""
+    return res * units.residual, jac_t * (units.params * units.residual)[:, None]
+
+
+def caller_cost(units: Units, cost: jax.Array) -> jax.Array:
+    """A normalised cost back in the caller's units, ``cost / ρ²`` (it may under- or
+    overflow there: that is the true value's rounding, the fit itself is unaffected)."""
+    _, e = jnp.frexp(units.residual)  # ρ = 2^(e-1); ldexp never forms 1/ρ² on its own
+    return jnp.ldexp(cost, -2 * (e - 1))
