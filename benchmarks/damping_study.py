@@ -22,17 +22,21 @@ on the same five sets, float64:
                  ‖r‖² ≤ 1e-12·‖y‖², *evaporated* when not solved and a rate ended above
                  10³ (its term decayed to nothing, and its gradient with it).  NIST MGH10
                  (Meyer) from start 1 evaporates too (b₁ → 0, b₂, b₃ → ∞); it is in ``nist``.
-``singular``     zero Jacobian columns, where diag A is singular and only the floor
-                 ``D_i ≥ eps²·max D`` keeps ``A + μD`` positive definite: an exponential
+``singular``     zero Jacobian columns, where diag A is singular and only the zero
+                 column's stand-in D_i = 1 (normalised units, ``jaxlm._damping``)
+                 keeps ``A + μD`` positive definite: an exponential
                  decay started at amplitude 0 (the rate's column is zero at the start),
                  the same model with a fourth parameter it ignores (a column that is zero
                  everywhere; it must end exactly where it started), and a Gaussian peak
                  started 3, 4, 5, 6 widths from the data (its columns are e^(−k²/2)
                  smaller than at the solution: nearly zero, so diag A nearly singular).
 
-Per configuration: runs solved per set, median steps and residual evaluations, total
-solve time (each run timed on its second call, compilation excluded), and the failures
-by name.  Writes ``benchmarks/results/damping_study.json`` (every run) and
+Per configuration: runs solved per set, *false successes* (runs that ended with a
+``CONVERGED_*`` status at a point that is not stationary, judged independently by
+:func:`stationarity`; the goal is zero everywhere), successes *on a plateau* (stationary
+only because a parameter's column of J vanished: evaporation, saturation), median steps and residual evaluations,
+total solve time (each run timed on its second call, compilation excluded), and the
+failures by name.  Writes ``benchmarks/results/damping_study.json`` (every run) and
 ``damping_study.md`` (the tables of the README's "Which damping?").
 
     python benchmarks/damping_study.py               # the whole study (~15 min on 2 cores)
@@ -271,7 +275,46 @@ def solve(run: Run, config: dict) -> dict:
         "rss": rss,
     }
     row.update(run.judge(p, rss))
+    stationary, plateau = stationarity(run, np.asarray(sol.params))
+    row["false_success"] = bool(sol.success) and not stationary
+    row["plateau_success"] = bool(sol.success) and plateau
     return row
+
+
+def stationarity(run: Run, q) -> tuple[bool, bool]:
+    """``(stationary, plateau)`` of the point ``q``, judged from scratch in float64.
+
+    Stationary: the gradient ``g = Jᵀr`` is small on the scale of each parameter,
+    ``|g_j| ≤ 1e-4·s_j·‖r‖`` with ``s_j`` the larger of the column norms of J at the start
+    and at q (the solver's own test uses the largest norm along its path, which the judge
+    cannot see), or the cost fell below 1e-12 of the start's (a zero-residual problem,
+    where r is rounding noise whose direction means nothing).  A point reached by ftol
+    passes with a wide margin (there cos² ≲ ftol).
+
+    Plateau: stationary only because a column of J has all but vanished (the cosine with
+    the column at q is still > 1e-4): an evaporated rate, a saturated exponential, a
+    parameter held at a bound by a transform.  The gradient is zero there, but the point
+    need not be a minimum.
+    """
+    args = (jnp.asarray(run.scale), *run.data)
+    fun = lambda z: run.fun(z, *args)  # noqa: E731
+    q0 = jnp.asarray(run.p0 / run.scale)
+    r, r0 = np.asarray(fun(jnp.asarray(q))), np.asarray(fun(q0))
+    jac, jac0 = np.asarray(jax.jacfwd(fun)(jnp.asarray(q))), np.asarray(jax.jacfwd(fun)(q0))
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(jac))):
+        return False, False
+    unit = np.max(np.abs(r0)) or 1.0
+    r, r0, jac, jac0 = r / unit, r0 / unit, jac / unit, jac0 / unit
+    rnorm = np.linalg.norm(r)
+    if rnorm**2 <= 1e-12 * (r0 @ r0):
+        return True, False
+    g = np.abs(jac.T @ r)
+    norms = np.linalg.norm(jac, axis=0)
+    scale = np.maximum(norms, np.where(np.isfinite(jac0).all(axis=0), np.linalg.norm(jac0, axis=0), 0))
+    seen = scale > 0
+    stationary = bool(np.all(g[seen] <= 1e-4 * scale[seen] * rnorm))
+    cosine = np.where(norms > 0, g / np.where(norms > 0, norms, 1), 0) / rnorm
+    return stationary, stationary and bool(np.max(cosine, initial=0.0) > 1e-4)
 
 
 def summarise(rows: list[dict], configs: list[dict]) -> list[dict]:
@@ -290,6 +333,8 @@ def summarise(rows: list[dict], configs: list[dict]) -> list[dict]:
         entry["total_nfev"] = int(sum(r["nfev"] for r in mine))
         entry["time_s"] = float(sum(r["time_s"] for r in mine))
         entry["evaporated"] = sum(bool(r.get("evaporated")) for r in mine)
+        entry["false_success"] = sum(bool(r.get("false_success")) for r in mine)
+        entry["plateau_success"] = sum(bool(r.get("plateau_success")) for r in mine)
         entry["by_spread"] = {
             f"{f:g}": [
                 sum(r["solved"] for r in mine if r["set"] == "rescaled" and r["spread"] == f),
@@ -312,13 +357,16 @@ def markdown(summary: list[dict], header: str) -> str:
     lines = [
         header,
         "",
-        f"| configuration | {sets} | all | evaporated | median steps | median fev | time |",
-        "|---|" + "---:|" * (len(SETS) + 5),
+        f"| configuration | {sets} | all | false successes | on a plateau | evaporated | median steps | "
+        "median fev | time |",
+        "|---|" + "---:|" * (len(SETS) + 7),
     ]
     for e in summary:
         cells = " | ".join(f"{e[s][0]}/{e[s][1]}" for s in SETS)
         lines.append(
-            f"| {e['config']} | {cells} | **{e['total'][0]}/{e['total'][1]}** | {e['evaporated']} | "
+            f"| {e['config']} | {cells} | **{e['total'][0]}/{e['total'][1]}** | {e['false_success']} | "
+            f"{e['plateau_success']} | "
+            f"{e['evaporated']} | "
             f"{e['median_steps']:.0f} | {e['median_nfev']:.0f} | {e['time_s']:.1f} s |"
         )
     spreads = list(summary[0]["by_spread"])
