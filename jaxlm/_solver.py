@@ -25,7 +25,8 @@ One step (Moré 1978; Madsen, Nielsen & Tingleff 2004), in the solver's normalis
    and the model;
 5. stopping tests, MINPACK style, relative and unit free; ftol and xtol count only an
    *informative* step (solve succeeded, trial point finite, and in every direction either
-   ``μD_j ≤ A_jj`` or the point is stationary on that parameter's scale), so that every
+   ``μD_j ≤ A_jj`` or, for a rejected step, the point is stationary on that parameter's
+   scale), so that every
    ``CONVERGED_*`` status is a stationarity claim:
 
    * ftol:  ``|actual| ≤ ftol·C``, ``predicted ≤ ftol·C`` and ``ρ ≤ 2``;
@@ -456,8 +457,8 @@ class LevenbergMarquardt:
         # Stopping tests, all relative (unit free).  Only an *informative* step may count
         # for ftol/xtol, so that each of them is a stationarity claim: its solve succeeded,
         # its trial point was finite, and in every direction the residual sees either the
-        # step was decided by the model, not by μ (``μD_j ≤ A_jj``), or the returned point
-        # is stationary on that parameter's scale (:meth:`_scaled_gradient` ≤ eps^(3/8),
+        # step was decided by the model, not by μ (``μD_j ≤ A_jj``), or — for a rejected
+        # step — the point is stationary on that parameter's scale (:meth:`_scaled_gradient` ≤ eps^(3/8),
         # whatever tolerances the caller chose: a direction whose Gauss–Newton curvature
         # vanishes at the minimum, such as a parameter held at a bound by the fit layer's
         # transform, or one that the data no longer determine, is damped there).  A damped
@@ -472,7 +473,7 @@ class LevenbergMarquardt:
         nd = _linalg.normal_diag(method, model)
         undamped = (mu * diag <= nd) | (nd == 0)
         stationary = self._scaled_gradient(model_sel, cost_sel, scale_new) <= jnp.sqrt(default_tolerance(dtype))
-        informative = ok & finite_new & jnp.all(undamped | stationary)
+        informative = ok & finite_new & jnp.all(undamped | (~accepted & stationary))
         sqrt_s = jnp.sqrt(scale)
         step_norm = jnp.linalg.norm(sqrt_s * step)
         x_norm = jnp.linalg.norm(sqrt_s * z_sel)

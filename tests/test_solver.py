@@ -143,7 +143,12 @@ def test_bad_members_are_isolated_bit_for_bit():
     assert int(bad.status[1]) == Status.NONFINITE
     assert int(bad.status[2]) == Status.NONFINITE
     np.testing.assert_array_equal(np.asarray(bad.params[2]), np.asarray(x0_bad[2]))  # input kept
-    assert bool(bad.success[3])
+    # all-zero data: a = c = 0 is the minimum and b is then undetermined (its column
+    # vanishes as a → 0).  The fit reaches it; it may say so (CONVERGED) or stop with
+    # NO_PROGRESS, but it never claims success anywhere else.
+    assert int(bad.status[3]) in (Status.CONVERGED_FTOL, Status.CONVERGED_XTOL, Status.CONVERGED_GTOL,
+                                  Status.NO_PROGRESS)
+    np.testing.assert_allclose(np.asarray(bad.params[3])[[0, 2]], 0.0, atol=1e-8)
     # the zero column at the start is floored, and the fit still finds the minimum
     assert bool(bad.success[4])
     np.testing.assert_allclose(np.asarray(bad.params[4]), np.asarray(good.params[4]), rtol=1e-6)
