@@ -370,8 +370,8 @@ class LevenbergMarquardt:
         else:
             cost = 0.5 * (r @ r)
         model = _linalg.compress(self.linear_solver, jac_t, r)
-        scale = _damping.update_scale(None, _linalg.normal_diag(self.linear_solver, model))
         nd = _linalg.normal_diag(self.linear_solver, model)
+        scale = _damping.update_scale(None, nd)
         mu = _damping.initial_mu(self.tau, nd, self._damping_diag(scale, model, units))
         finite = (
             jnp.all(jnp.isfinite(x))
