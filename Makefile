@@ -21,7 +21,7 @@ demo: install-demo
 	$(BIN)/jaxlm demo
 
 test: install-test
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n auto tests
 
 bench: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

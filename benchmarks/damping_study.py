@@ -39,17 +39,21 @@ total solve time (each run timed on its second call, compilation excluded), and 
 failures by name.  Writes ``benchmarks/results/damping_study.json`` (every run) and
 ``damping_study.md`` (the tables of the README's "Which damping?").
 
-    python benchmarks/damping_study.py               # the whole study (~15 min on 2 cores)
+    python benchmarks/damping_study.py               # the whole study, one process per core
     python benchmarks/damping_study.py --quick       # a few problems per set, 4 configurations
+    python benchmarks/damping_study.py --jobs 1      # serially (times then never share a core)
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import functools
 import itertools
 import json
+import multiprocessing
+import os
 import pathlib
 import platform
 import sys
@@ -406,21 +410,48 @@ def run_study(configs, runs, progress=True) -> list[dict]:
     return rows
 
 
+def _config_rows(index: int, quick: bool) -> list[dict]:
+    """One configuration's rows, in a worker process (runs hold closures, so every
+    worker builds its own)."""
+    configs = QUICK_CONFIGS if quick else CONFIGS
+    return run_study([configs[index]], build_runs(quick), progress=False)
+
+
+def run_parallel(configs, quick: bool, jobs: int) -> list[dict]:
+    """``run_study`` over all runs with the configurations spread over ``jobs`` processes
+    (each compiles its own programs; compilation is most of the study's time).  Rows come
+    back in configuration order, as from one process."""
+    context = multiprocessing.get_context("spawn")  # JAX's runtime does not survive fork
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = [pool.submit(_config_rows, i, quick) for i in range(len(configs))]
+        rows = []
+        for i, future in enumerate(futures):
+            part = future.result()
+            rows += part
+            solved = sum(r["solved"] for r in part)
+            print(f"[{i + 1}/{len(configs)}] {label(configs[i]):28s} {solved:4d}/{len(part)} solved", flush=True)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few problems per set, 4 configurations")
     parser.add_argument("--out", default=None, help="JSON path (default results/damping_study[_quick].json)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     configs = QUICK_CONFIGS if args.quick else CONFIGS
     runs = build_runs(args.quick)
+    jobs = min(args.jobs, len(configs))
     t0 = time.perf_counter()
-    rows = run_study(configs, runs)
+    rows = run_study(configs, runs) if jobs == 1 else run_parallel(configs, args.quick, jobs)
     elapsed = time.perf_counter() - t0
     summary = summarise(rows, configs)
     header = (
         f"jaxlm {jaxlm.__version__}, jax {jax.__version__}, {jax.default_backend()}, "
         f"{platform.machine()}, float64; {len(runs)} runs × {len(configs)} configurations, "
-        f"{elapsed / 60:.1f} min"
+        f"{elapsed / 60:.1f} min in {jobs} process{'es' if jobs > 1 else ''}"
     )
     table = markdown(summary, header)
     print()

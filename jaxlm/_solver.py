@@ -334,8 +334,8 @@ class LevenbergMarquardt:
         the factor is capped so that diag(JᵀJ) stays below ``2^(maxexp/2)``."""
         info = jnp.finfo(state.cost.dtype)
         cost, model, scale, units = state.cost, state.model, state.scale, state.units
-        _, e_cost = jnp.frexp(cost)
-        _, e_diag = jnp.frexp(jnp.max(_linalg.normal_diag(self.linear_solver, model)))
+        e_cost = _units.exponent(cost)
+        e_diag = _units.exponent(jnp.max(_linalg.normal_diag(self.linear_solver, model)))
         low = (cost > 0) & (cost < 2.0 ** (info.minexp // 2))
         shift = jnp.minimum(-e_cost // 2, (info.maxexp // 2 - e_diag) // 2)
         factor = _units.power_of_two(jnp.where(low, jnp.maximum(shift, 0), 0), cost.dtype)

@@ -66,23 +66,27 @@ def power_of_two(exponent: jax.Array, dtype) -> jax.Array:
     return jax.lax.bitcast_convert_type((e + bias) << mantissa, dtype)
 
 
-def _exponent(v: jax.Array) -> jax.Array:
-    """``e`` with ``v ∈ [2^(e-1), 2^e)`` for positive finite v; 0 elsewhere."""
-    good = jnp.isfinite(v) & (v > 0)
-    _, e = jnp.frexp(jnp.where(good, v, 1))
-    return jnp.where(good, e, 0)
+def exponent(v: jax.Array) -> jax.Array:
+    """``e`` with ``v ∈ [2^(e-1), 2^e)`` for positive normal v; 0 elsewhere (zero,
+    negative, non-finite; XLA flushes subnormals to zero).  Read from the bits: ``jnp.frexp``
+    computes the same but compiles to several times the code, and this runs in every step."""
+    info = jnp.finfo(v.dtype)
+    int_type = jnp.int64 if info.bits == 64 else jnp.int32
+    good = jnp.isfinite(v) & (v >= info.tiny)
+    bits = jax.lax.bitcast_convert_type(jnp.where(good, v, 1), int_type)
+    return jnp.where(good, (bits >> info.nmant) - (info.maxexp - 2), 0)
 
 
 def from_start(res: jax.Array, jac_t: jax.Array, x: jax.Array) -> Units:
     """The units of a problem from its residual ``res`` (m,), transposed Jacobian
     ``jac_t`` (n, m) and flat parameters ``x`` (n,) at the start (caller's units)."""
     dtype = res.dtype
-    e_r = _exponent(jnp.max(jnp.abs(res)))
+    e_r = exponent(jnp.max(jnp.abs(res)))
     col_max = jnp.max(jnp.abs(jac_t), axis=1)
     # a parameter's unit is its start's magnitude; a parameter started at 0 takes the
     # unit that puts its Jacobian column's largest entry in [½, 1) (ρ·c_j = 2^(-e_j))
-    from_value = _exponent(jnp.abs(x))
-    from_column = e_r - _exponent(col_max)
+    from_value = exponent(jnp.abs(x))
+    from_column = e_r - exponent(col_max)
     valued = jnp.isfinite(x) & (x != 0)
     seen = jnp.isfinite(col_max) & (col_max > 0)
     k = jnp.where(valued, from_value, jnp.where(seen, from_column, 0))
@@ -97,5 +101,5 @@ def normalise(units: Units, res: jax.Array, jac_t: jax.Array) -> tuple[jax.Array
 def caller_cost(units: Units, cost: jax.Array) -> jax.Array:
     """A normalised cost back in the caller's units, ``cost / ρ²`` (it may under- or
     overflow there: that is the true value's rounding, the fit itself is unaffected)."""
-    _, e = jnp.frexp(units.residual)  # ρ = 2^(e-1); ldexp never forms 1/ρ² on its own
-    return jnp.ldexp(cost, -2 * (e - 1))
+    half = power_of_two(1 - exponent(units.residual), cost.dtype)  # 1/ρ, exact (ρ = 2^(e-1))
+    return cost * half * half  # never forms 1/ρ² on its own, which may overflow
