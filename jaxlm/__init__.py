@@ -9,9 +9,9 @@ from jaxlm._least_squares import least_squares as least_squares
 from jaxlm._least_squares import least_squares_batch as least_squares_batch
 from jaxlm._solver import LevenbergMarquardt as LevenbergMarquardt
 from jaxlm._solver import LMState as LMState
-from jaxlm._solver import Status as Status
+from jaxlm._status import Status as Status
 from jaxlm._solver import default_tolerance as default_tolerance
-from jaxlm._solver import is_success as is_success
+from jaxlm._status import is_success as is_success
 
 __version__ = "0.1.0"
 
