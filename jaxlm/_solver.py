@@ -344,100 +344,35 @@ class LevenbergMarquardt:
         )
 
     def step(self, fun: Callable, state: LMState, *args) -> LMState:
-        """One trial step.  A member whose status is not RUNNING is returned unchanged."""
+        """One trial step: propose, evaluate, accept or reject, stopping tests.  A member
+        whose status is not RUNNING is returned unchanged."""
         x, unravel = ravel_pytree(state.params)
-        dtype = x.dtype
-        eps = jnp.finfo(dtype).eps
-        ftol, xtol, gtol = self._tolerances(dtype)
-        method = self.linear_solver
-        mu = state.mu
         cost, model, scale, units = self._renormalised(state)
-        flat_fun, user_jac_t = self._normalised(fun, unravel, units, args, dtype)
+        flat_fun, user_jac_t = self._normalised(fun, unravel, units, args, x.dtype)
         z = x / units.params  # exact: the factors are powers of two
         mode = self._jacobian_mode(flat_fun, z)
         diag = self._damping_diag(scale, model, units)
-
-        factor = _linalg.damped_factor(method, model, mu, diag)  # one factorisation per step
-        h, ok = _linalg.damped_step(method, model, factor)
-        # predicted reduction C − ½‖r + Jh‖² = ½hᵀAh + μhᵀDh, using (A + μD)h = −g
-        model_part = 0.5 * _linalg.curvature(method, model, h)
-        damping_part = mu * jnp.sum(diag * h * h)
-        predicted = model_part + damping_part
-        step = h
-        n_evals = 1
-        if self.geodesic:
-            d, too_large = self._acceleration(flat_fun, user_jac_t, z, h, factor, diag, model, mode)
-            step = h + d
-            # Transtrum & Sethna's rule: a finite acceleration too large against the
-            # velocity means the step left the region where the quadratic path is to be
-            # trusted: reject it and raise μ (such a rejection is not informative, see
-            # below).  ρ is measured against the linear model's prediction for the
-            # velocity h, whose second-order error the acceleration is there to cancel
-            # (measured against the prediction at h + d instead, NIST StRD drops from
-            # 53/54 to 52/54 and BoxBOD/S1 stops on a plateau).
-            ok = ok & ~too_large
-            n_evals = 2
+        step, ok, predicted, n_evals = self._propose(flat_fun, user_jac_t, z, state.mu, diag, model, mode)
         trial = z + step
-
         r_new, cost_new, jac_new = self._linearise(flat_fun, user_jac_t, trial, mode)
-        model_new = _linalg.compress(method, jac_new, r_new)
-        finite_new = (
-            jnp.all(jnp.isfinite(trial))
-            & jnp.isfinite(cost_new)
-            & jnp.all(jnp.isfinite(r_new))
-            & jnp.all(jnp.isfinite(jac_new))
-            # a cost that (nearly) underflowed — the residual fell by about the dtype's
-            # range below the start's — cannot be compared: such a trial counts as non-finite
-            & ((cost_new >= jnp.finfo(dtype).tiny / eps) | jnp.all(r_new == 0))
-        )
+        model_new = _linalg.compress(self.linear_solver, jac_new, r_new)
+        finite_new = _finite_trial(trial, cost_new, r_new, jac_new)
         actual = cost - cost_new
         rho = actual / predicted
         accepted = ok & finite_new & (rho > _ACCEPT_RATIO)
 
-        mu_new, nu_new = _damping.update_mu(self.update, accepted, rho, mu, state.nu)
-        nd_new = _linalg.normal_diag(method, model_new)
+        mu_new, nu_new = _damping.update_mu(self.update, accepted, rho, state.mu, state.nu)
+        nd_new = _linalg.normal_diag(self.linear_solver, model_new)
         scale_new = jnp.where(accepted, _damping.update_scale(scale, nd_new), scale)
         model_sel = jax.tree_util.tree_map(lambda a, b: jnp.where(accepted, a, b), model_new, model)
         z_sel = jnp.where(accepted, trial, z)
         cost_sel = jnp.where(accepted, cost_new, cost)
-
-        # Stopping tests, all relative (unit free).  Only an *informative* step may count
-        # for ftol/xtol, so that each of them is a stationarity claim: its solve succeeded,
-        # its trial point was finite, and in every direction the residual sees either the
-        # step was decided by the model, not by μ (``μD_j ≤ A_jj``), or — for a rejected
-        # step — the point is stationary on that parameter's scale (:meth:`_scaled_gradient` ≤ eps^(3/8),
-        # whatever tolerances the caller chose: a direction whose Gauss–Newton curvature
-        # vanishes at the minimum, such as a parameter held at a bound by the fit layer's
-        # transform, or one that the data no longer determine, is damped there).  A damped
-        # direction elsewhere has a short step, and predicts a small reduction, only
-        # because μ is large: at the edge of the residual's domain (the minimum lies beyond
-        # it) μ grows without bound while the gradient stays.  A rejected informative step
-        # counts for xtol as in MINPACK (failing even at relative size xtol means no better
-        # point is within reach of the model).  Every other rejection (a failed solve, a
-        # non-finite trial point, a too-large acceleration) says nothing about the current
-        # point; such steps shrink until they are below machine precision and end as
-        # NO_PROGRESS.
-        nd = _linalg.normal_diag(method, model)
-        undamped = (mu * diag <= nd) | (nd == 0)
-        stationary = self._scaled_gradient(model_sel, cost_sel, scale_new) <= jnp.sqrt(default_tolerance(dtype))
-        informative = ok & finite_new & jnp.all(undamped | (~accepted & stationary))
-        sqrt_s = jnp.sqrt(scale)
-        step_norm = jnp.linalg.norm(sqrt_s * step)
-        x_norm = jnp.linalg.norm(sqrt_s * z_sel)
-        ftol_met = (
-            informative & (jnp.abs(actual) <= ftol * cost) & (predicted <= ftol * cost) & (rho <= 2)
-        )
-        xtol_met = informative & (step_norm <= xtol * x_norm)
-        gtol_met = accepted & self._gtol_met(model_new, r_new, gtol)
-        stuck = ~accepted & ((step_norm <= eps * x_norm) | ~jnp.isfinite(mu_new))
         n_steps = state.n_steps + 1
-
-        status = jnp.where(n_steps >= self.max_steps, Status.MAX_STEPS, Status.RUNNING)
-        status = jnp.where(stuck, Status.NO_PROGRESS, status)
-        status = jnp.where(gtol_met, Status.CONVERGED_GTOL, status)
-        status = jnp.where(xtol_met, Status.CONVERGED_XTOL, status)
-        status = jnp.where(ftol_met, Status.CONVERGED_FTOL, status)
-
+        # an informative step (see _stopping) needs a successful solve and a finite trial
+        status = self._stopping(
+            _Trial(step, z_sel, cost, cost_sel, actual, predicted, rho, accepted, ok & finite_new),
+            state.mu, mu_new, diag, model, scale, scale_new, model_sel, model_new, r_new, n_steps,
+        )
         new = LMState(
             params=unravel(jnp.where(accepted, trial * units.params, x)),
             cost=cost_sel,
@@ -452,6 +387,73 @@ class LevenbergMarquardt:
         )
         running = state.status == Status.RUNNING
         return jax.tree_util.tree_map(lambda a, b: jnp.where(running, a, b), new, state)
+
+    def _propose(self, flat_fun, user_jac_t, z, mu, diag, model, mode):
+        """The trial step from ``(A + μD) h = −g`` (one factorisation), plus half the
+        geodesic acceleration when enabled; returns ``(step, ok, predicted, n_evals)``
+        with ``predicted`` the reduction the linear model predicts for h,
+        ``C − ½‖r + Jh‖² = ½hᵀAh + μhᵀDh`` (using ``(A + μD)h = −g``)."""
+        method = self.linear_solver
+        factor = _linalg.damped_factor(method, model, mu, diag)
+        h, ok = _linalg.damped_step(method, model, factor)
+        predicted = 0.5 * _linalg.curvature(method, model, h) + mu * jnp.sum(diag * h * h)
+        if not self.geodesic:
+            return h, ok, predicted, 1
+        d, too_large = self._acceleration(flat_fun, user_jac_t, z, h, factor, diag, model, mode)
+        # Transtrum & Sethna's rule: a finite acceleration too large against the velocity
+        # means the step left the region where the quadratic path is to be trusted: reject
+        # it and raise μ (such a rejection is not informative, see _stopping).  ρ is
+        # measured against the linear model's prediction for the velocity h, whose
+        # second-order error the acceleration is there to cancel (measured against the
+        # prediction at h + d instead, NIST StRD drops from 53/54 to 52/54 and BoxBOD/S1
+        # stops on a plateau).
+        return h + d, ok & ~too_large, predicted, 2
+
+    def _stopping(self, t, mu, mu_new, diag, model, scale, scale_new, model_sel, model_new, r_new, n_steps):
+        """The status after a step (``t``: its :class:`_Trial`).
+
+        All tests are relative (unit free).  Only an *informative* step may count for
+        ftol/xtol, so that each of them is a stationarity claim: its solve succeeded, its
+        trial point was finite, and in every direction the residual sees either the step
+        was decided by the model, not by μ (``μD_j ≤ A_jj``), or — for a rejected step —
+        the point is stationary on that parameter's scale (:meth:`_scaled_gradient` ≤
+        eps^(3/8), whatever tolerances the caller chose: a direction whose Gauss–Newton
+        curvature vanishes at the minimum, such as a parameter held at a bound by the fit
+        layer's transform, or one that the data no longer determine, is damped there).  A
+        damped direction elsewhere has a short step, and predicts a small reduction, only
+        because μ is large: at the edge of the residual's domain (the minimum lies beyond
+        it) μ grows without bound while the gradient stays.  A rejected informative step
+        counts for xtol as in MINPACK (failing even at relative size xtol means no better
+        point is within reach of the model).  Every other rejection (a failed solve, a
+        non-finite trial point, a too-large acceleration) says nothing about the current
+        point; such steps shrink until they are below machine precision and end as
+        NO_PROGRESS.
+        """
+        dtype = t.cost.dtype
+        ftol, xtol, gtol = self._tolerances(dtype)
+        nd = _linalg.normal_diag(self.linear_solver, model)
+        undamped = (mu * diag <= nd) | (nd == 0)
+        stationary = self._scaled_gradient(model_sel, t.cost_sel, scale_new) <= jnp.sqrt(default_tolerance(dtype))
+        informative = t.solved_finite & jnp.all(undamped | (~t.accepted & stationary))
+        sqrt_s = jnp.sqrt(scale)
+        step_norm = jnp.linalg.norm(sqrt_s * t.step)
+        x_norm = jnp.linalg.norm(sqrt_s * t.z_sel)
+        ftol_met = (
+            informative
+            & (jnp.abs(t.actual) <= ftol * t.cost)
+            & (t.predicted <= ftol * t.cost)
+            & (t.rho <= 2)
+        )
+        xtol_met = informative & (step_norm <= xtol * x_norm)
+        gtol_met = t.accepted & self._gtol_met(model_new, r_new, gtol)
+        eps = jnp.finfo(dtype).eps
+        stuck = ~t.accepted & ((step_norm <= eps * x_norm) | ~jnp.isfinite(mu_new))
+
+        status = jnp.where(n_steps >= self.max_steps, Status.MAX_STEPS, Status.RUNNING)
+        status = jnp.where(stuck, Status.NO_PROGRESS, status)
+        status = jnp.where(gtol_met, Status.CONVERGED_GTOL, status)
+        status = jnp.where(xtol_met, Status.CONVERGED_XTOL, status)
+        return jnp.where(ftol_met, Status.CONVERGED_FTOL, status)
 
     def _acceleration(self, flat_fun, user_jac_t, z, h, factor, diag, model, mode):
         """Half the geodesic acceleration, ``d = ½a`` with ``(A + μD) a = −Jᵀ r''[h, h]``
@@ -493,6 +495,34 @@ class LevenbergMarquardt:
         return jax.lax.while_loop(
             lambda s: s.status == Status.RUNNING, lambda s: self.step(fun, s, *args), state
         )
+
+
+class _Trial(NamedTuple):
+    """What the stopping tests need to know about one trial step (normalised units)."""
+
+    step: jax.Array  # the step taken, h (+ d)
+    z_sel: jax.Array  # the point kept: the trial if accepted, else the current one
+    cost: jax.Array  # the cost before the step
+    cost_sel: jax.Array  # the cost kept
+    actual: jax.Array  # actual reduction C − C(trial)
+    predicted: jax.Array  # reduction predicted for h
+    rho: jax.Array  # gain ratio actual / predicted
+    accepted: jax.Array
+    solved_finite: jax.Array  # the solve succeeded and the trial point is finite
+
+
+def _finite_trial(trial, cost_new, r_new, jac_new):
+    """Whether a trial point can be compared at all: point, residual, cost and Jacobian
+    finite, and the cost not (nearly) underflowed — a residual that fell by about the
+    dtype's range below the start's counts as non-finite."""
+    eps = jnp.finfo(cost_new.dtype).eps
+    return (
+        jnp.all(jnp.isfinite(trial))
+        & jnp.isfinite(cost_new)
+        & jnp.all(jnp.isfinite(r_new))
+        & jnp.all(jnp.isfinite(jac_new))
+        & ((cost_new >= jnp.finfo(cost_new.dtype).tiny / eps) | jnp.all(r_new == 0))
+    )
 
 
 def _second_directional(residual, z, h):
