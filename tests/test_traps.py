@@ -170,3 +170,30 @@ def test_custom_vjp_residual(jac, geodesic):
     sol = jaxlm.least_squares(trap.fun, jnp.asarray(trap.x0), trap.args, jac=jac, geodesic=geodesic)
     assert bool(sol.success)
     np.testing.assert_allclose(np.asarray(sol.params), [1.3, -1.0], rtol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_start_too_small_for_its_column_counts_as_zero(dtype):
+    """Found by hypothesis (test_properties): an offset started at 4e-277 got the unit
+    2^-919, its normalised column underflowed to 0 in JᵀJ, and the fit claimed
+    CONVERGED_XTOL with that parameter's cosine at 0.06.  Such a start is, to rounding, a
+    start at 0, and must reach the same minimum — under vmap and through the driver."""
+    t = np.linspace(0.0, 3.0, 25)
+    y = np.exp(-t) + 0.02 * np.random.default_rng(0).standard_normal(t.shape)
+
+    def decay(p, t, y):
+        return p[0] * jnp.exp(-p[1] * t) + p[2] - y
+
+    tiny = 4.054364281556156e-277 if dtype == "float64" else 1e-30
+    x0 = jnp.asarray([[1.0, 1.0, 0.0], [1.0, 1.0, tiny], [1.0, 1.0, -tiny]], dtype)
+    args = (jnp.asarray(t, dtype), jnp.asarray(y, dtype))
+    vmapped = jax.vmap(lambda x: jaxlm.least_squares(decay, x, args))(x0)
+    driven = jaxlm.least_squares_batch(decay, x0, args, in_axes=None, chunk_size=2)
+    for sol in (vmapped, driven):
+        assert np.all(np.asarray(sol.success)), [Status(int(s)).name for s in sol.status]
+        p = np.asarray(sol.params, np.float64)
+        r = np.asarray(decay(p[1], t, y))  # the judge: float64, from scratch
+        jac = np.asarray(jax.jacfwd(decay)(jnp.asarray(p[1]), t, y))
+        cosines = np.abs(jac.T @ r) / (np.linalg.norm(jac, axis=0) * np.linalg.norm(r))
+        assert cosines.max() <= (1e-5 if dtype == "float64" else 3e-2), cosines
+        np.testing.assert_allclose(p[1:], p[[0, 0]], rtol=1e-8 if dtype == "float64" else 1e-3, atol=1e-10)
