@@ -146,8 +146,8 @@ class LevenbergMarquardt:
       damping: the scaling matrix D: ``"more"`` (running max of diag JᵀJ, the
         default), ``"levenberg"`` (identity) or ``"marquardt"`` (diag JᵀJ).  See
         :mod:`jaxlm._damping`.  The default is the damping study's
-        (``benchmarks/damping_study.py``): scale invariant, it solves 483 of 508 runs
-        against 410 for identity damping, which fails a quarter of the problems once
+        (``benchmarks/damping_study.py``): scale invariant, it solves 482 of 508 runs
+        against 419 for identity damping, which fails a quarter of the problems once
         their parameters' scales differ by 10³ or more.  ``"levenberg"`` solves a few
         more far-start problems posed in well-scaled units (NIST MGH10 from start 1;
         MGH Beale, Box3D, Bard, Meyer from 10–100·x0).
