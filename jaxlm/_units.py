@@ -11,8 +11,7 @@ units.  At the start it picks
 * ``c_j``, a power of two per parameter: the magnitude of its start ``|x₀_j|``, or, for a
   parameter started at 0, the unit that puts its normalised Jacobian column
   ``ρ·c_j·∂r/∂x_j`` in ``[½, 1)`` (1 when that column is zero too); a start so small
-  that its normalised column is below eps (its effect is below rounding) counts as a
-  start at 0;
+  that its normalised column would underflow in ``JᵀJ`` counts as a start at 0;
 
 and iterates on ``z = x / c`` with the residual ``ρ·r(c·z)``.  Multiplying by a power of
 two is exact in binary floating point (short of overflow or underflow), so:
@@ -91,12 +90,14 @@ def from_start(res: jax.Array, jac_t: jax.Array, x: jax.Array) -> Units:
     from_column = e_r - exponent(col_max)
     valued = jnp.isfinite(x) & (x != 0)
     seen = jnp.isfinite(col_max) & (col_max > 0)
-    # A start whose normalised column is below eps — its effect on the residual is below
-    # rounding — is, to rounding, a start at 0 and takes the column's unit.  Kept, its
-    # unit would leave the column below the damping's floor (the parameter could hardly
-    # move: an offset started at 1.8e-102 ended NO_PROGRESS), or even underflowing in
-    # JᵀJ and looking zero (one started at 4e-277 "converged" with its cosine at 0.06).
-    negligible = seen & (from_value < from_column - jnp.finfo(res.dtype).nmant)
+    # A start so small that its normalised column would underflow once squared in JᵀJ
+    # (below 2^(minexp/2): 1e-154 in float64, 2e-19 in float32) is, to rounding, a start
+    # at 0 and takes the column's unit: kept, its column would look zero (an offset
+    # started at 4e-277 in float64 was "converged" with its cosine at 0.06).  A wider rule
+    # (below eps) also caught saturated parameters far from the data and lost MGH Box3D
+    # from 100·x0 (RSS 1.2e7 instead of 0.0756); a start between the two thresholds sits
+    # below the damping's floor and ends NO_PROGRESS (an honest failure).
+    negligible = seen & (from_value < from_column + jnp.finfo(res.dtype).minexp // 2)
     valued = valued & ~negligible
     k = jnp.where(valued, from_value, jnp.where(seen, from_column, 0))
     return Units(power_of_two(-e_r, dtype), power_of_two(k, dtype))
