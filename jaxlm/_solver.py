@@ -214,14 +214,14 @@ class LevenbergMarquardt:
         return flat_fun, user_jac_t
 
     def _jacobian_mode(self, flat_fun, z) -> str:
-        """The autodiff mode of J: ``"custom"`` for a callable ``jac``, else ``jac`` as
-        given, except that a residual holding a ``jax.custom_vjp`` (which has no forward
-        mode) is differentiated in reverse mode instead of failing.  Decided from the
-        residual's jaxpr at trace time."""
+        """The autodiff mode of J: ``"custom"`` for a callable ``jac``; ``"rev_only"`` for
+        a residual holding a ``jax.custom_vjp``, which has no forward mode at all (J in
+        reverse mode, whatever ``jac`` says, and no nested JVPs for the acceleration);
+        else ``jac`` as given.  Decided once per trace from the residual's jaxpr."""
         if callable(self.jac):
             return "custom"
-        if self.jac == "fwd" and _has_custom_vjp(flat_fun, z):
-            return "rev"
+        if _has_custom_vjp(flat_fun, z):
+            return "rev_only"
         return self.jac
 
     def _linearise(self, flat_fun, user_jac_t, z, mode):
@@ -474,7 +474,7 @@ class LevenbergMarquardt:
         (``2‖a‖ > alpha·‖h‖`` in the D-norm) is reported so that the step rejects it.
         """
         residual = lambda w: flat_fun(w)[0]  # noqa: E731
-        if mode == "rev" and _has_custom_vjp(flat_fun, z):  # no forward mode at all
+        if mode == "rev_only":
             delta = jnp.asarray(0.1, z.dtype)
             r, vjp = jax.vjp(residual, z)
             a_h = _linalg.model_product(self.linear_solver, model, h)
