@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxlm import _check
 from jaxlm._solver import LevenbergMarquardt, LMState, Status
 
 MIN_BUCKET = 64
@@ -87,21 +88,21 @@ class Options(NamedTuple):
     progress: bool = False
     devices: Sequence | None = None
 
-    def validate(self):
-        if not isinstance(self.compact, bool):
-            raise TypeError(f"compact must be True or False, got {self.compact!r}")
-        if self.chunk_size is not None and not (
-            isinstance(self.chunk_size, int | np.integer)
-            and not isinstance(self.chunk_size, bool)
-            and self.chunk_size > 0
-        ):
-            raise ValueError(f"chunk_size must be a positive int or None, got {self.chunk_size!r}")
-        if not isinstance(self.progress, bool):
-            raise TypeError(f"progress must be True or False, got {self.progress!r}")
-        if self.devices is not None:
-            devices = list(self.devices) if not isinstance(self.devices, jax.Device) else None
+    def validate(self) -> Options:
+        """The options checked and normalised to plain Python values."""
+        devices = self.devices
+        if devices is not None:
+            devices = list(devices) if not isinstance(devices, jax.Device) else None
             if not devices or not all(isinstance(d, jax.Device) for d in devices):
                 raise TypeError("devices must be a non-empty sequence of jax.Device (e.g. jax.devices())")
+        return Options(
+            compact=_check.boolean("compact", self.compact),
+            chunk_size=None
+            if self.chunk_size is None
+            else _check.integer("chunk_size", self.chunk_size, minimum=1),
+            progress=_check.boolean("progress", self.progress),
+            devices=devices,
+        )
 
     def pays(self, size: int) -> bool:
         """Whether the driver is worth its extra programs for a batch of ``size``: it is
@@ -381,12 +382,14 @@ def stream(
     numpy arrays.
     """
     n_shards = _n_shards(sharding)
-    if chunk_size is None:
+    if chunk_size is None or batch == 0:
         pad = (-batch) % n_shards
         placed = _place(_pad(inputs, pad), sharding)
         out = solve_chunk(placed, lambda counts: progress.phase(counts, batch, pad))
         out = _unpad(out, batch) if pad else out
         progress.chunk_done(out, batch)
+        if chunk_size is not None:  # an empty batch: numpy results, as for any chunked one
+            out = jax.tree_util.tree_map(np.asarray, out)
         return out
     size = min(chunk_size, batch)
     size += (-size) % n_shards

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import inspect
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -37,9 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import _batch, _implicit
+from jaxlm import _batch, _check, _implicit
 from jaxlm._least_squares import _solve
-from jaxlm._solver import LevenbergMarquardt, Objective, Status, _check_choice, is_success
+from jaxlm._solver import LevenbergMarquardt, Objective, Status, is_success
 from jaxlm.models import Model
 from jaxlm.models import get as get_model
 
@@ -113,6 +114,7 @@ def fit(
     fixed=None,
     nan_policy: str | None = None,
     xdata_batched: bool | None = None,
+    sigma_batched: bool | None = None,
     compact: bool = True,
     chunk_size: int | None = None,
     progress: bool = False,
@@ -151,7 +153,8 @@ def fit(
         ``trf``): at an active bound it describes the unconstrained quadratic model and
         overstates the uncertainty on the bound's side.
       mask: boolean ``(m,)`` or ``(..., m)``: False points are ignored by the fit and by
-        dof (ragged data).  A member with no True point gets ``Status.NO_DATA``.
+        dof (ragged data).  A member with no True point gets ``Status.NO_DATA``, one
+        with fewer points than free parameters ``Status.UNDERDETERMINED``.
       loss: ``"linear"``, ``"soft_l1"``, ``"huber"``, ``"cauchy"`` or ``"arctan"``.
       f_scale: soft margin between inlier and outlier residuals (in units of σ).
       estimator: ``"lse"`` (least squares) or ``"poisson"`` (maximum likelihood for
@@ -162,6 +165,10 @@ def fit(
       nan_policy: ``None``: non-finite data make that member ``NONFINITE``;
         ``"omit"``: non-finite points are masked; ``"raise"``: ``ValueError``.
       xdata_batched: force the reading of ``xdata`` (see batching).
+      sigma_batched: force the reading of a ``sigma`` whose shape is both ydata's and
+        ``(m, m)`` (a batch of m curves of m points): ``True`` one standard deviation per
+        point of each fit, ``False`` one covariance shared by all fits.  Without it such
+        a ``sigma`` is a ``ValueError`` that asks for it.
       compact: for a batch of ≥ 256 curves with concrete inputs, compact the
         still-running fits into smaller batches as the others converge (default True),
         so that the work follows each fit's own step count (:mod:`jaxlm._batch`); the
@@ -172,18 +179,26 @@ def fit(
       devices: shard the batch over these devices; inputs already sharded along the
         batch axis (``jax.sharding``) are fitted where they lie, results sharded alike.
       **solver_options: options of :func:`jaxlm.least_squares` (``damping``,
-        ``max_steps``, ``ftol``, …, ``implicit_hessian``, ``failed_grad``).
+        ``max_steps``, ``ftol``, …, ``implicit_hessian``, ``failed_grad``), except
+        that a callable ``jac`` has scipy's meaning: ``jac(x, *params) -> (m, n)``, the
+        model's Jacobian in its parameters (used for the steps, pcov and gradients).
 
     Returns:
       :class:`FitResult`.  Differentiable (implicitly, see :func:`jaxlm.least_squares`)
       with respect to ``ydata``, ``xdata`` and ``sigma``.
 
     Raises:
-      TypeError: ``f`` is not callable (or not JAX-traceable), ``mask``/``fixed`` are
-        not boolean, or an option is unknown.
-      ValueError: shapes do not match (naming the argument), ``sigma`` ≤ 0 or not
-        positive definite, lower > upper bounds, ``p0`` outside the bounds, an unknown
-        model, loss, estimator or nan_policy.
+      TypeError: ``f`` is not callable (or not JAX-traceable) or returns complex values;
+        an array is complex, half precision, ragged or not numeric; ``mask``/``fixed``
+        are not boolean; an option is unknown or of the wrong kind (a boolean option
+        given as a string, say).
+      ValueError: shapes do not match (naming the argument), ``sigma`` ≤ 0, not finite
+        or not positive definite, NaN or crossed bounds, ``p0`` outside the bounds, an
+        option out of range, an unknown model, loss, estimator or nan_policy.
+
+    Warns:
+      scipy's ``OptimizeWarning`` (``UserWarning`` without scipy) when a ``pcov`` could
+      not be estimated (it is then ``+inf``), as ``scipy.optimize.curve_fit``.
 
     Example:
       >>> import jax.numpy as jnp, jaxlm
@@ -199,14 +214,16 @@ def fit(
       histograms", Nature Methods 7, 338 (2010).
     """
     model, fn = _resolve_model(f)
-    cfg_options, solver = _solver_from_options(solver_options)
+    fn, cfg_options, solver = _solver_from_options(fn, solver_options)
     driver = _batch.Options(compact=compact, chunk_size=chunk_size, progress=progress, devices=devices)
-    driver.validate()
-    _check_choice("loss", loss, LOSSES)
-    _check_choice("estimator", estimator, ESTIMATORS)
-    _check_choice("nan_policy", nan_policy, NAN_POLICIES)
-    if not (isinstance(f_scale, int | float) and not isinstance(f_scale, bool) and f_scale > 0):
-        raise ValueError(f"f_scale must be a positive number, got {f_scale!r}")
+    driver = driver.validate()
+    _check.choice("loss", loss, LOSSES)
+    _check.choice("estimator", estimator, ESTIMATORS)
+    _check.choice("nan_policy", nan_policy, NAN_POLICIES)
+    f_scale = _check.real("f_scale", f_scale, positive=True)
+    absolute_sigma = _check.boolean("absolute_sigma", absolute_sigma)
+    xdata_batched = _check.optional_boolean("xdata_batched", xdata_batched)
+    sigma_batched = _check.optional_boolean("sigma_batched", sigma_batched)
     if estimator == "poisson" and sigma is not None:
         raise ValueError("sigma: the Poisson estimator takes no sigma (the variance of a count is its mean)")
     if estimator == "poisson" and loss != "linear":
@@ -216,16 +233,28 @@ def fit(
     where = jax.default_device(jax.devices("cpu")[0]) if chunk_size is not None else contextlib.nullcontext()
     with where:
         prep = _prepare(
-            fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy, xdata_batched, estimator
+            fn,
+            model,
+            xdata,
+            ydata,
+            p0,
+            sigma,
+            bounds,
+            mask,
+            fixed,
+            nan_policy,
+            xdata_batched,
+            sigma_batched,
+            estimator,
         )
     cfg = _Config(
         f=fn,
         estimator=estimator,
         loss=loss,
-        f_scale=float(f_scale),
+        f_scale=f_scale,
         sigma_kind=prep.sigma_kind,
         sigma_batched=prep.sigma_batched,
-        absolute_sigma=bool(absolute_sigma),
+        absolute_sigma=absolute_sigma,
         x_batched=prep.x_batched,
         masked=prep.mask is not None,
         solver=solver,
@@ -238,8 +267,37 @@ def fit(
             "fit runs the batch as one vmapped program"
         )
     if concrete and driver.pays(math.prod(prep.batch)):
-        return _fit_driven(cfg, prep, driver)  # a single fit (batch ()) is a batch of one
-    return _fit_batch(cfg, prep.batch, *prep.arrays)
+        res = _fit_driven(cfg, prep, driver)  # a single fit (batch ()) is a batch of one
+    else:
+        res = _fit_batch(cfg, prep.batch, *prep.arrays)
+    if concrete:
+        _warn_if_no_covariance(res)
+    return res
+
+
+def _covariance_warning():
+    """scipy's ``OptimizeWarning`` when scipy is installed (filters written for scipy's
+    ``curve_fit`` then apply), else a ``UserWarning``."""
+    try:
+        from scipy.optimize import OptimizeWarning
+    except ImportError:  # pragma: no cover - scipy is optional
+        return UserWarning
+    return OptimizeWarning
+
+
+def _warn_if_no_covariance(res: FitResult) -> None:
+    """As scipy: warn when a converged fit's ``pcov`` could not be estimated (it is
+    ``inf``).  A member that did not converge says so in its status instead."""
+    per_fit = jnp.asarray(res.success) & jnp.any(jnp.isinf(jnp.asarray(res.pcov)), axis=(-2, -1))
+    bad, total = int(jnp.sum(per_fit)), int(np.size(per_fit))
+    if bad:
+        which = "" if total == 1 else f" for {bad} of {total} fits"
+        warnings.warn(
+            f"Covariance of the parameters could not be estimated{which} (no more points than free "
+            "parameters, or parameters the data do not determine): pcov is inf",
+            _covariance_warning(),
+            stacklevel=3,
+        )
 
 
 def curve_fit(
@@ -260,15 +318,18 @@ def curve_fit(
 ):
     """Drop-in for ``scipy.optimize.curve_fit``: same arguments, returns ``(popt, pcov)``.
 
-    ``f`` must be written with ``jax.numpy`` (it is differentiated exactly, so ``jac``
-    must be None or one of scipy's finite-difference names, which are not needed).  A
+    ``f`` must be written with ``jax.numpy`` (it is differentiated exactly; scipy's
+    finite-difference names for ``jac`` are accepted and not needed, and a callable
+    ``jac(x, *params) -> (m, n)`` is used as the model's Jacobian, as in scipy).  A
     leading batch shape on ``ydata``/``p0`` fits independent curves at once (see
     :func:`fit` for the batching rule and for the extra keywords ``mask``, ``loss``,
     ``f_scale``, ``estimator``, ``fixed`` and the solver options, all accepted here).
 
     As scipy: ``method`` may be ``None``, ``"lm"``, ``"trf"`` or ``"dogbox"`` (all run
     jaxlm's LM; ``"lm"`` with bounds is an error, as in scipy); ``maxfev``/``max_nfev``
-    map to ``max_steps``; ``check_finite=True`` (the default without ``nan_policy``)
+    map to ``max_steps`` (``maxfev=0``: the default); more parameters than data points
+    is scipy's ``TypeError`` without bounds (with bounds, the fit ends
+    ``Status.UNDERDETERMINED``); ``check_finite=True`` (the default without ``nan_policy``)
     raises on non-finite data; a single fit that does not converge raises
     ``RuntimeError("Optimal parameters not found: …")``.  A batch never raises for a
     failed member: use :func:`fit` to see each member's status.  ``full_output=True``
@@ -280,20 +341,38 @@ def curve_fit(
     """
     if method not in (None, "lm", "trf", "dogbox"):
         raise ValueError(f"method must be None, 'lm', 'trf' or 'dogbox', got {method!r}")
-    if jac is not None and not (isinstance(jac, str) and jac in ("2-point", "3-point", "cs")):
-        raise ValueError(
-            "jac: jaxlm differentiates f exactly with JAX; pass jac=None (a callable Jacobian is not used)"
-        )
+    if isinstance(jac, str):
+        _check.choice("jac", jac, ("2-point", "3-point", "cs"))  # scipy's names: JAX is exact
+    elif jac is not None:
+        if not callable(jac):
+            raise TypeError(f"jac must be None, a string or a callable, got {type(jac).__name__}")
+        kwargs["jac"] = jac
     lo, hi = _bounds_pair(bounds)
-    if method == "lm" and (np.any(np.asarray(lo) > -np.inf) or np.any(np.asarray(hi) < np.inf)):
+    bounded = bool(
+        np.any(np.asarray(lo, dtype=float) > -np.inf) or np.any(np.asarray(hi, dtype=float) < np.inf)
+    )
+    if method == "lm" and bounded:
         raise ValueError("Method 'lm' only works for unconstrained problems. Use 'trf' or 'dogbox' instead.")
-    for scipy_name in ("maxfev", "max_nfev"):
+    for scipy_name, minimum in (("maxfev", 0), ("max_nfev", 1)):
         if scipy_name in kwargs:
             value = kwargs.pop(scipy_name)
             if value is not None:
-                kwargs["max_steps"] = int(value)
+                value = _check.integer(scipy_name, value, minimum=minimum)
+                if value:  # maxfev=0 means the default in scipy
+                    kwargs["max_steps"] = value
+    check_finite = _check.optional_boolean("check_finite", check_finite)
+    full_output = _check.boolean("full_output", full_output)
     if check_finite is None:
         check_finite = nan_policy is None
+    if not bounded and method in (None, "lm"):  # scipy's leastsq refuses m < n; its trf does not
+        model, fn = _resolve_model(f)
+        n = _n_params(fn, model, None if p0 is None else _numeric("p0", p0))
+        m = (np.shape(_numeric("ydata", ydata)) or (1,))[-1]
+        if n > m:
+            raise TypeError(
+                f"Improper input: func input vector length N={n} must not exceed func output vector "
+                f"length M={m}"
+            )
     if check_finite:
         for name, value in (("ydata", ydata), ("xdata", xdata)):
             if _is_concrete(value) and not np.all(np.isfinite(np.asarray(value, dtype=float))):
@@ -356,35 +435,106 @@ def _resolve_model(f):
     return None, f
 
 
-def _solver_from_options(options):
+def _solver_from_options(fn, options):
+    """``fn`` (with the caller's Jacobian attached, if given), the differentiation
+    options and the solver."""
     unknown = set(options) - _SOLVER_OPTIONS - _DIFF_OPTIONS
     if unknown:
         raise TypeError(f"unknown keyword argument(s): {', '.join(sorted(unknown))}")
     diff = {
-        "implicit_hessian": options.pop("implicit_hessian", "exact"),
-        "failed_grad": options.pop("failed_grad", "nan"),
+        "implicit_hessian": _check.choice(
+            "implicit_hessian", options.pop("implicit_hessian", "exact"), _implicit.HESSIANS
+        ),
+        "failed_grad": _check.choice(
+            "failed_grad", options.pop("failed_grad", "nan"), _implicit.FAILED_GRADS
+        ),
     }
-    _check_choice("implicit_hessian", diff["implicit_hessian"], _implicit.HESSIANS)
-    _check_choice("failed_grad", diff["failed_grad"], _implicit.FAILED_GRADS)
-    return diff, LevenbergMarquardt(**options)
+    if callable(options.get("jac")):  # scipy's meaning: the model's Jacobian in its parameters
+        fn = _ModelWithJacobian(fn, options.pop("jac"))
+    return fn, diff, LevenbergMarquardt(**options)
 
 
-def _float_dtype(*values):
-    dtypes = [jnp.asarray(v).dtype for v in values if v is not None]
-    dtypes = [d for d in dtypes if jnp.issubdtype(d, jnp.floating)]
-    return jnp.result_type(*dtypes) if dtypes else jnp.result_type(float)
+@dataclasses.dataclass(frozen=True)
+class _ModelWithJacobian:
+    """``f(x, *p)`` whose derivative in ``p`` is the caller's ``jac(x, *p) -> (m, n)``
+    (scipy's ``curve_fit(jac=...)``); the derivative in ``x`` stays JAX's.  Attached as a
+    ``custom_jvp``, so every use of the model's derivative — the solver's Jacobian in the
+    free variables (through bounds and weights), geodesic acceleration, pcov, implicit
+    gradients — goes through ``jac``.  Hashable: the fit's jit key."""
+
+    f: Callable
+    jac: Callable
+
+    def __call__(self, x, *p):
+        f, jac = self.f, self.jac
+
+        @jax.custom_jvp
+        def model(x, *p):
+            return f(x, *p)
+
+        def model_jvp(primals, tangents):
+            x, *p = primals
+            dx, *dp = tangents
+            if isinstance(dx, jax.custom_derivatives.SymbolicZero):  # the usual case: no x tangent
+                y = jnp.asarray(f(x, *p))
+                dy = jnp.zeros_like(y)
+            else:
+                y, dy = jax.jvp(lambda x: jnp.asarray(f(x, *p)), (x,), (dx,))
+            dp = [
+                jnp.zeros((), y.dtype) if isinstance(d, jax.custom_derivatives.SymbolicZero) else d
+                for d in dp
+            ]
+            jmat = jnp.reshape(jnp.asarray(jac(x, *p)), (-1, len(p))).astype(y.dtype)
+            return y, dy + jnp.reshape(jmat @ jnp.stack(dp).astype(y.dtype), jnp.shape(y))
+
+        model.defjvp(model_jvp, symbolic_zeros=True)
+
+        return model(x, *p)
+
+
+def _numeric(name, value):
+    """``value`` as an array of real numbers (not yet converted), or a TypeError naming it."""
+    if not isinstance(value, jax.Array | np.ndarray):
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError) as err:  # ragged nesting, unconvertible objects
+            raise TypeError(f"{name} must be a rectangular array of numbers: {err}") from None
+    dtype = value.dtype
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {dtype} (the imaginary part would be lost)")
+    if not (jnp.issubdtype(dtype, jnp.number) or dtype == np.bool_):
+        raise TypeError(f"{name} must hold numbers, got dtype {dtype}")
+    return value
+
+
+def _float_dtype(**values):
+    """The working precision: the widest float dtype of the inputs (JAX's default float
+    for integer data); half precision is refused, naming the argument."""
+    dtypes = {}
+    for name, v in values.items():
+        if v is not None:
+            dtype = _numeric(name, v).dtype
+            if jnp.issubdtype(dtype, jnp.floating):
+                if jnp.finfo(dtype).bits < 32:
+                    raise TypeError(
+                        f"{name} has dtype {dtype}: jaxlm fits in float32 or float64 (half precision cannot "
+                        "resolve a fit's steps); convert it with .astype(numpy.float32)"
+                    )
+                dtypes[name] = dtype
+    return jnp.result_type(*dtypes.values()) if dtypes else jnp.result_type(float)
 
 
 def _as_float(name, value, dtype):
-    try:
-        arr = jnp.asarray(value)
-    except TypeError as err:
-        raise TypeError(f"{name} must be an array of numbers: {err}") from None
-    if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
-        raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
-    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
-        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
-    return arr.astype(dtype)
+    arr = _numeric(name, value)
+    out = jnp.asarray(arr).astype(dtype)
+    if isinstance(arr, np.ndarray) and arr.dtype != np.bool_ and arr.dtype.itemsize > out.dtype.itemsize:
+        # host data narrowed (float64 → float32): a finite value must not become inf
+        if np.any(np.isfinite(arr) & (np.abs(arr) > float(jnp.finfo(dtype).max))):
+            raise ValueError(
+                f"{name} holds values beyond the range of {np.dtype(dtype).name} (largest "
+                f"{float(jnp.finfo(dtype).max):.3g}): they would become inf; fit in float64 or rescale"
+            )
+    return out
 
 
 def _as_bool(name, value, shapes):
@@ -421,7 +571,7 @@ def _n_params(fn, model, p0):
     if model is not None:
         return model.n_params
     try:
-        sig = inspect.signature(fn)
+        sig = inspect.signature(fn.f if isinstance(fn, _ModelWithJacobian) else fn)
     except (TypeError, ValueError):
         raise ValueError("p0: cannot determine the number of parameters of f; pass p0") from None
     params = list(sig.parameters.values())
@@ -444,6 +594,12 @@ def _model_shape(fn, x, n, dtype):
         raise TypeError(f"f must be traceable by JAX (no Python control flow on its inputs): {err}") from None
     except (TypeError, IndexError, ValueError) as err:
         return err
+    if jnp.issubdtype(getattr(out, "dtype", jnp.float32), jnp.complexfloating):
+        raise TypeError(
+            f"f returns complex values (dtype {out.dtype}); jaxlm fits real data and would drop the "
+            "imaginary part: fit the real and imaginary parts as separate points (e.g. "
+            "jnp.concatenate([z.real, z.imag]))"
+        )
     return tuple(getattr(out, "shape", ()))
 
 
@@ -478,8 +634,10 @@ def _read_x(fn, x, m, n, batch, forced, dtype):
     raise ValueError(f"f(xdata, *p0) returns shape {outcome}; expected ({m},) to match ydata (…, {m})")
 
 
-def _prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy, forced, estimator):
-    dtype = _float_dtype(ydata, p0, xdata if xdata is not None else None)
+def _prepare(
+    fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy, forced, sigma_forced, estimator
+):
+    dtype = _float_dtype(ydata=ydata, p0=p0, xdata=xdata)
     y = _as_float("ydata", ydata, dtype)
     if y.ndim == 0 or y.shape[-1] == 0:
         raise ValueError(f"ydata must have at least one point on its last axis, got shape {y.shape}")
@@ -493,11 +651,15 @@ def _prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy
     x_batched = _read_x(fn, x, m, n, batch, forced, dtype)
     if x_batched and x.ndim < len(batch) + 1:
         raise ValueError(f"xdata {x.shape} is too short for {batch} fits of {m} points")
+    if isinstance(fn, _ModelWithJacobian):
+        _check_jacobian(fn.jac, x[(0,) * len(batch)] if x_batched else x, m, n, dtype)
 
     # bounds
     lo, hi = _bounds_pair(bounds)
     lo = _as_float("bounds", lo, dtype)
     hi = _as_float("bounds", hi, dtype)
+    if _is_concrete((lo, hi)) and (np.any(np.isnan(np.asarray(lo))) or np.any(np.isnan(np.asarray(hi)))):
+        raise ValueError("bounds must not hold NaN (use -inf/inf for a parameter without a bound)")
     lo = _per_fit_shape("bounds (lower)", lo if lo.ndim else jnp.full((n,), lo), (n,), batch)
     hi = _per_fit_shape("bounds (upper)", hi if hi.ndim else jnp.full((n,), hi), (n,), batch)
     if _is_concrete((lo, hi)) and np.any(np.asarray(lo) >= np.asarray(hi)):
@@ -569,30 +731,76 @@ def _prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, nan_policy
     sigma_kind, sigma_batched = "none", False
     if sigma is not None:
         sigma = _as_float("sigma", sigma, dtype)
-        if sigma.shape in ((), (1,)):
+        sigma_kind, sigma_batched = _read_sigma(sigma.shape, m, batch, sigma_forced)
+        if sigma_kind == "std" and sigma.shape in ((), (1,)):
             sigma = jnp.broadcast_to(jnp.reshape(sigma, ()), (m,))
-        if sigma.shape == y.shape or sigma.shape == (m,):
-            sigma_kind, sigma_batched = "std", sigma.shape == y.shape and bool(batch)
-            if _is_concrete(sigma) and not np.all(np.asarray(sigma) > 0):
-                raise ValueError("sigma must be > 0 (and finite) at every point")
-            if _is_concrete(sigma) and not np.all(np.isfinite(np.asarray(sigma))):
-                raise ValueError("sigma must be finite")
-        elif sigma.shape in ((m, m), batch + (m, m)):
-            sigma_kind, sigma_batched = "cov", sigma.shape == batch + (m, m) and bool(batch)
-            if _is_concrete(sigma):
-                s = np.asarray(sigma, dtype=float)
-                if not np.allclose(s, np.swapaxes(s, -1, -2)):
-                    raise ValueError("sigma (a covariance matrix) must be symmetric")
-                try:
-                    np.linalg.cholesky(s)
-                except np.linalg.LinAlgError:
-                    raise ValueError("sigma (a covariance matrix) must be positive definite") from None
-        else:
-            raise ValueError(
-                f"sigma has shape {sigma.shape}; expected ({m},) or {y.shape} (standard deviations) "
-                f"or ({m}, {m}) / {batch + (m, m)} (a covariance)"
-            )
+        if sigma_kind == "std" and _is_concrete(sigma):
+            s = np.asarray(sigma)
+            if not np.all(s > 0) or not np.all(np.isfinite(s)):
+                raise ValueError("sigma must be > 0 and finite at every point")
+        if sigma_kind == "cov" and _is_concrete(sigma):
+            s = np.asarray(sigma, dtype=float)
+            if not np.all(np.isfinite(s)):
+                raise ValueError("sigma (a covariance matrix) must be finite")
+            if not np.allclose(s, np.swapaxes(s, -1, -2)):
+                raise ValueError("sigma (a covariance matrix) must be symmetric")
+            try:
+                np.linalg.cholesky(s)
+            except np.linalg.LinAlgError:
+                raise ValueError("sigma (a covariance matrix) must be positive definite") from None
     return _Prepared(batch, x, y, p0, sigma, mask, lo, hi, fixed, sigma_kind, sigma_batched, x_batched)
+
+
+def _read_sigma(shape, m, batch, forced):
+    """("std" | "cov", one per fit?) for a sigma of this shape (see :func:`fit`)."""
+    readings = []  # (kind, per fit)
+    if batch and shape == batch + (m,):
+        readings.append(("std", True))
+    if batch and shape == batch + (m, m):
+        readings.append(("cov", True))
+    if shape in ((), (1,), (m,)):
+        readings.append(("std", False))
+    if shape == (m, m):
+        readings.append(("cov", False))
+    if not readings:
+        raise ValueError(
+            f"sigma has shape {shape}; expected ({m},)"
+            + (f" or {batch + (m,)}" if batch else "")
+            + f" (standard deviations) or ({m}, {m})"
+            + (f" or {batch + (m, m)}" if batch else "")
+            + " (a covariance)"
+        )
+    if forced is not None:
+        chosen = [r for r in readings if r[1] == forced]
+        if not chosen:
+            raise ValueError(
+                f"sigma_batched={forced}, but sigma {shape} is "
+                + ("shared by the fits" if forced else f"one per fit of the {batch} batch")
+            )
+        readings = chosen
+    if len(readings) > 1:  # (m, m) for a batch of m fits of m points
+        raise ValueError(
+            f"sigma {shape} can be read as one standard deviation per point of each of the {m} fits or "
+            "as one "
+            f"({m}, {m}) covariance shared by them: pass sigma_batched=True (standard deviations per fit) or "
+            "False (a shared covariance)"
+        )
+    return readings[0]
+
+
+def _check_jacobian(jac, x, m, n, dtype):
+    """The caller's ``jac(x, *p)`` must give an (m, n) array (before anything compiles)."""
+    try:
+        out = jax.eval_shape(
+            jac, jax.ShapeDtypeStruct(x.shape, x.dtype), *[jax.ShapeDtypeStruct((), dtype)] * n
+        )
+    except Exception as err:  # noqa: BLE001 - reported with its argument's name
+        raise TypeError(f"jac(xdata, *p0) fails when traced by JAX: {type(err).__name__}: {err}") from None
+    shape = tuple(getattr(out, "shape", ()))
+    if shape != (m, n) and not (n == 1 and shape == (m,)):
+        raise ValueError(f"jac(xdata, *p0) returns shape {shape}; expected ({m}, {n}): one row per point")
+    if jnp.issubdtype(out.dtype, jnp.complexfloating):
+        raise TypeError(f"jac must return real values, got dtype {out.dtype}")
 
 
 # --------------------------------------------------------------------------- the computation
@@ -710,7 +918,9 @@ def _robust(loss, z):
     """ρ(z), ρ'(z), ρ''(z) of scipy's losses at z = (r/f_scale)² (safe in every branch)."""
     if loss == "soft_l1":
         t = 1 + z
-        return 2 * (jnp.sqrt(t) - 1), 1 / jnp.sqrt(t), -0.5 * t**-1.5
+        # 2(√t − 1) without the cancellation near z = 0 (which left a noise floor of ~eps
+        # per point in the cost, so a zero-residual fit could never meet ftol)
+        return 2 * z / (jnp.sqrt(t) + 1), 1 / jnp.sqrt(t), -0.5 * t**-1.5
     if loss == "huber":
         big = z > 1
         zs = jnp.where(big, z, 1)
@@ -746,8 +956,13 @@ def _objective(cfg, p, x, y, sigma_term, valid):
         bad = jnp.any(valid & ((model < 0) | ((model == 0) & (y > 0))))
         mu_safe = jnp.where(valid & (model > 0), model, 1)
         y_safe = jnp.where(valid, y, 0)
-        # xlogy(y, y/μ): 0 where y = 0
-        terms = jnp.where(valid, mu_safe - y_safe + jax.scipy.special.xlogy(y_safe, y_safe / mu_safe), 0)
+        # μ − y + y log(y/μ) as d − y log1p(d/y) with d = μ − y (μ where y = 0): the
+        # rounding error is eps·|d| instead of eps·y, so the deviance is accurate near its
+        # minimum (float32 counts of 10⁶ would otherwise carry a noise of ~0.1 per point)
+        d = mu_safe - y_safe
+        y_pos = y_safe > 0
+        terms = jnp.where(y_pos, d - y_safe * jnp.log1p(d / jnp.where(y_pos, y_safe, 1)), mu_safe)
+        terms = jnp.where(valid, terms, 0)
         terms = jnp.where(valid & (model == 0), 0, terms)  # μ = 0 = y: no contribution
         cost = jnp.where(bad, jnp.inf, jnp.sum(terms))
         floor = eps * jnp.max(jnp.where(valid, jnp.abs(model), 0)) + jnp.finfo(y.dtype).tiny
@@ -835,9 +1050,12 @@ def _finish_one(cfg: _Config, u, cost, status, n_steps, n_fev, args, n_valid) ->
     n_free = n - jnp.sum(fixed).astype(jnp.int32)
     dof = n_valid - n_free
     pcov = _covariance(jac, fixed)
+    free_pair = ~(fixed[:, None] | fixed[None, :])
     if cfg.estimator == "lse" and not cfg.absolute_sigma:
-        s_sq = jnp.where(dof > 0, chi2 / jnp.maximum(dof, 1).astype(dtype), jnp.inf)
-        pcov = jnp.where(fixed[:, None] | fixed[None, :], pcov, pcov * s_sq)
+        # scipy: without dof the scale χ²/dof is unknown, and every entry is +inf
+        s_sq = chi2 / jnp.maximum(dof, 1).astype(dtype)
+        pcov = jnp.where(free_pair, jnp.where(dof > 0, pcov * s_sq, jnp.inf), pcov)
+    pcov = jnp.where(free_pair & (dof < 0), jnp.inf, pcov)  # more free parameters than points
     perr = jnp.sqrt(jnp.diagonal(pcov))
 
     if cfg.estimator == "poisson":
@@ -845,6 +1063,7 @@ def _finish_one(cfg: _Config, u, cost, status, n_steps, n_fev, args, n_valid) ->
         nonpositive = jnp.any(valid & ((mu0 < 0) | ((mu0 == 0) & (y > 0))))
         status = jnp.where((status == Status.NONFINITE) & nonpositive, Status.NONPOSITIVE_MODEL, status)
     no_data = n_valid == 0
+    status = jnp.where(dof < 0, Status.UNDERDETERMINED, status)
     status = jnp.where(no_data, Status.NO_DATA, status).astype(jnp.int32)
     params = jnp.where(no_data, p0, params)
     return FitResult(

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import _implicit
-from jaxlm._solver import LevenbergMarquardt, LMState, _check_choice, is_success
+from jaxlm import _check, _implicit
+from jaxlm._solver import LevenbergMarquardt, LMState, is_success
 
 
 class Solution(NamedTuple):
@@ -119,8 +119,8 @@ def least_squares(
         max_steps=max_steps,
         tau=tau,
     )
-    _check_choice("implicit_hessian", implicit_hessian, _implicit.HESSIANS)
-    _check_choice("failed_grad", failed_grad, _implicit.FAILED_GRADS)
+    _check.choice("implicit_hessian", implicit_hessian, _implicit.HESSIANS)
+    _check.choice("failed_grad", failed_grad, _implicit.FAILED_GRADS)
     x0 = validate_problem(fun, x0, args)
     fun, args = hoist_closure(fun, x0, args)
     return _solve(solver, fun, implicit_hessian, failed_grad, x0, args)
@@ -235,7 +235,7 @@ def least_squares_batch(
     from jaxlm import _batch
 
     driver = _batch.Options(compact=compact, chunk_size=chunk_size, progress=progress, devices=devices)
-    driver.validate()
+    driver = driver.validate()
     solver = LevenbergMarquardt(**options)
     if not isinstance(args, tuple):
         raise TypeError(f"args must be a tuple, got {type(args).__name__}")
@@ -257,7 +257,7 @@ def least_squares_batch(
         return _solve_vmapped(solver, fun, axes, x0, args)
 
     batched_args = _batch.batched(axes, args)
-    sharding = _batch.batch_sharding(jax.tree_util.tree_leaves((x0, batched_args)), devices)
+    sharding = _batch.batch_sharding(jax.tree_util.tree_leaves((x0, batched_args)), driver.devices)
 
     def solve_chunk(chunk, on_phase):
         x, part = chunk
@@ -267,7 +267,7 @@ def least_squares_batch(
             x,
             _batch.merge(axes, part, args),
             axes,
-            compact=compact,
+            compact=driver.compact,
             sharding=sharding,
             on_phase=on_phase,
         )
@@ -281,10 +281,15 @@ def least_squares_batch(
             state,
         )
 
-    bar = _batch.Progress(size, progress)
+    bar = _batch.Progress(size, driver.progress)
     try:
         return _batch.stream(
-            solve_chunk, (x0, batched_args), size, chunk_size=chunk_size, sharding=sharding, progress=bar
+            solve_chunk,
+            (x0, batched_args),
+            size,
+            chunk_size=driver.chunk_size,
+            sharding=sharding,
+            progress=bar,
         )
     finally:
         bar.close()

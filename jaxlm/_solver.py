@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxlm import _damping, _linalg, _units
+from jaxlm import _check, _damping, _linalg, _units
 from jaxlm._status import Status, is_success  # noqa: F401  (is_success: re-exported)
 
 _ACCEPT_RATIO = 1e-4  # minimum gain ratio of an accepted step (MINPACK's 1e-4)
@@ -180,21 +180,20 @@ class LevenbergMarquardt:
     tau: float = 1e-3
 
     def __post_init__(self):
-        _check_choice("damping", self.damping, _damping.DAMPINGS)
-        _check_choice("update", self.update, _damping.UPDATES)
-        _check_choice("linear_solver", self.linear_solver, _linalg.LINEAR_SOLVERS)
+        # options are normalised to plain Python values: they hash alike however given
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        _check.choice("damping", self.damping, _damping.DAMPINGS)
+        _check.choice("update", self.update, _damping.UPDATES)
+        _check.choice("linear_solver", self.linear_solver, _linalg.LINEAR_SOLVERS)
         if not callable(self.jac):
-            _check_choice("jac", self.jac, JACOBIANS)
+            _check.choice("jac", self.jac, JACOBIANS)
+        set_("geodesic", _check.boolean("geodesic", self.geodesic))
         for name in ("ftol", "xtol", "gtol"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, int | float) and value >= 0):
-                raise ValueError(f"{name} must be a non-negative number or None, got {value!r}")
-        if not isinstance(self.max_steps, int) or isinstance(self.max_steps, bool) or self.max_steps < 0:
-            raise ValueError(f"max_steps must be a non-negative int, got {self.max_steps!r}")
-        if not (isinstance(self.tau, int | float) and self.tau > 0):
-            raise ValueError(f"tau must be a positive number, got {self.tau!r}")
-        if not (isinstance(self.geodesic_alpha, int | float) and self.geodesic_alpha > 0):
-            raise ValueError(f"geodesic_alpha must be positive, got {self.geodesic_alpha!r}")
+            set_(name, _check.real(name, getattr(self, name), allow_none=True))
+        # n_steps is int32: a larger limit means "no limit", as 2³¹ − 1 steps never end
+        set_("max_steps", _check.integer("max_steps", self.max_steps, clamp=_check.INT32_MAX))
+        set_("tau", _check.real("tau", self.tau, positive=True))
+        set_("geodesic_alpha", _check.real("geodesic_alpha", self.geodesic_alpha, positive=True))
 
     # ------------------------------------------------------------------ evaluation
     def _normalised(self, fun, unravel, units: _units.Units, args, dtype):
@@ -295,7 +294,9 @@ class LevenbergMarquardt:
 
     def _damping_diag(self, scale, model, units):
         unit = jnp.square(units.params * units.residual)  # the caller's identity, normalised
-        return _damping.damping_diag(self.damping, scale, _linalg.normal_diag(self.linear_solver, model), unit)
+        return _damping.damping_diag(
+            self.damping, scale, _linalg.normal_diag(self.linear_solver, model), unit
+        )
 
     # ------------------------------------------------------------------ init/step/run
     def init(self, fun: Callable, x0, *args) -> LMState:
@@ -371,7 +372,16 @@ class LevenbergMarquardt:
         # an informative step (see _stopping) needs a successful solve and a finite trial
         status = self._stopping(
             _Trial(step, z_sel, cost, cost_sel, actual, predicted, rho, accepted, ok & finite_new),
-            state.mu, mu_new, diag, model, scale, scale_new, model_sel, model_new, r_new, n_steps,
+            state.mu,
+            mu_new,
+            diag,
+            model,
+            scale,
+            scale_new,
+            model_sel,
+            model_new,
+            r_new,
+            n_steps,
         )
         new = LMState(
             params=unravel(jnp.where(accepted, trial * units.params, x)),
@@ -433,16 +443,15 @@ class LevenbergMarquardt:
         ftol, xtol, gtol = self._tolerances(dtype)
         nd = _linalg.normal_diag(self.linear_solver, model)
         undamped = (mu * diag <= nd) | (nd == 0)
-        stationary = self._scaled_gradient(model_sel, t.cost_sel, scale_new) <= jnp.sqrt(default_tolerance(dtype))
+        stationary = self._scaled_gradient(model_sel, t.cost_sel, scale_new) <= jnp.sqrt(
+            default_tolerance(dtype)
+        )
         informative = t.solved_finite & jnp.all(undamped | (~t.accepted & stationary))
         sqrt_s = jnp.sqrt(scale)
         step_norm = jnp.linalg.norm(sqrt_s * t.step)
         x_norm = jnp.linalg.norm(sqrt_s * t.z_sel)
         ftol_met = (
-            informative
-            & (jnp.abs(t.actual) <= ftol * t.cost)
-            & (t.predicted <= ftol * t.cost)
-            & (t.rho <= 2)
+            informative & (jnp.abs(t.actual) <= ftol * t.cost) & (t.predicted <= ftol * t.cost) & (t.rho <= 2)
         )
         xtol_met = informative & (step_norm <= xtol * x_norm)
         gtol_met = t.accepted & self._gtol_met(model_new, r_new, gtol)
@@ -545,8 +554,3 @@ def _has_custom_vjp(fn, *example) -> bool:
         return False
 
     return walk(jax.make_jaxpr(fn)(*example).jaxpr)
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")

@@ -2,8 +2,8 @@
 
 One code per member of a batch (int32 in ``LMState.status`` and every result): the
 solver's own (``RUNNING`` … ``NO_PROGRESS``) and the fit layer's (``NO_DATA``,
-``NONPOSITIVE_MODEL``).  Only the three ``CONVERGED_*`` codes are a success, and each of
-them is a stationarity claim (see :mod:`jaxlm._solver`).
+``NONPOSITIVE_MODEL``, ``UNDERDETERMINED``).  Only the three ``CONVERGED_*`` codes are a
+success, and each of them is a stationarity claim (see :mod:`jaxlm._solver`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ class Status(enum.IntEnum):
     NONPOSITIVE_MODEL = 8
     """(fit layer, Poisson estimator) At the start the model is negative somewhere, or
     zero where counts were observed: the Poisson likelihood is undefined there."""
+    UNDERDETERMINED = 9
+    """(fit layer) Fewer data points than free parameters: the minimum is not unique
+    (any of infinitely many parameter sets fits the points), so no fit is claimed.  The
+    parameters are the solver's last point; ``pcov`` is ``inf``."""
 
     @property
     def message(self) -> str:
@@ -59,6 +63,7 @@ _MESSAGES = {
     Status.NO_PROGRESS: "stopped: no further reduction possible at machine precision",
     Status.NO_DATA: "not fitted: every data point is masked or non-finite",
     Status.NONPOSITIVE_MODEL: "failed: the model is not positive where the Poisson likelihood needs it",
+    Status.UNDERDETERMINED: "not fitted: fewer data points than free parameters",
 }
 
 

@@ -136,7 +136,7 @@ def test_traced_inputs_run_the_vmapped_loop_and_stay_differentiable():
     [
         (dict(in_axes=(0,)), ValueError, "in_axes must be 0, None or a tuple of 2"),
         (dict(in_axes=(None, 1)), ValueError, "in_axes entries must be 0"),
-        (dict(chunk_size=0), ValueError, "chunk_size must be a positive int"),
+        (dict(chunk_size=0), ValueError, "chunk_size must be ≥ 1"),
         (dict(progress="yes"), TypeError, "progress must be True or False"),
         (dict(devices=["cpu"]), TypeError, "devices must be a non-empty sequence of jax.Device"),
         (dict(compact=1), TypeError, "compact must be True or False"),
