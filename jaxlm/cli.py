@@ -1,7 +1,7 @@
 """``jaxlm`` command line.  Uses only the public API.
 
 jaxlm demo [--n 100000] [--scipy 300] [--png jaxlm-demo.png] [--float64]
-jaxlm fit CURVES --model NAME [--x FILE] [--sigma FILE] --out RESULTS.npz|.csv
+jaxlm fit CURVES --model NAME [--x FILE] [--sigma FILE] [--columns] [--x-column NAME] --out RESULTS.npz|.csv
 """
 
 from __future__ import annotations
@@ -33,6 +33,23 @@ def _use_compile_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # phases take 0.1–1 s
 
 
+_LAYOUTS = """\
+layouts read:
+  .npy              one array
+  .npz              the array named as FILE.npz:KEY; else the only array in the file; else the
+                    one named for its role (y/ydata/curves, x/xdata, sigma); else an error
+  .csv, .txt        numbers separated by commas (.csv) or whitespace (.txt); a first row that
+                    is not numbers is a header (its names serve --x-column)
+  rows (default)    one curve per row: CURVES (N, m), --sigma (m,) or (N, m)
+  --columns         one curve per column: CURVES (m, N), --sigma (m,) or (m, N)
+  --x-column NAME   x is this column of CURVES, every other column a curve, e.g. the CSV
+                    t,cell1,cell2,...  with  --x-column t
+
+exit status: 0 done; 2 bad input (one line on stderr); 130 interrupted by Ctrl-C (the
+curves finished so far are written, the others with NaN and status 0, RUNNING)
+"""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="jaxlm", description="Batched Levenberg–Marquardt in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,16 +61,26 @@ def main(argv=None) -> int:
     fit = sub.add_parser(
         "fit",
         help="fit every row of a .npy/.npz/.csv file with a built-in model",
-        description="Fit every row of CURVES with a built-in model; write params, perr, chi2, dof and status "
-        "per row. Non-finite points are ignored (nan_policy='omit').",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fit every curve of CURVES with a built-in model; write params, perr, chi2, dof and "
+        "status "
+        "per curve.\nNon-finite points are ignored (nan_policy='omit').",
+        epilog=_LAYOUTS,
     )
-    fit.add_argument("curves", metavar="CURVES", help="(N, m) array: one curve per row (.npy, .npz or .csv)")
+    fit.add_argument("curves", metavar="CURVES", help="the curves: .npy, .npz[:KEY] or .csv (see layouts)")
     fit.add_argument("--model", required=True, help="built-in model name (see jaxlm.models.names())")
     fit.add_argument(
-        "--x", help="x: (m,), (k, m), or one per row (N, m); default 0..m-1 (a square grid for 2-D)"
+        "--x", help="x: (m,), (k, m), or one per curve (N, m); default 0..m-1 (a square grid for 2-D)"
     )
-    fit.add_argument("--sigma", help="standard deviations: (m,) shared or (N, m) per row")
-    fit.add_argument("--out", required=True, help="results file, .npz or .csv")
+    fit.add_argument("--sigma", help="standard deviations: (m,) shared or one per curve (N, m)")
+    fit.add_argument("--columns", action="store_true", help="CURVES holds one curve per column, not per row")
+    fit.add_argument(
+        "--x-column",
+        dest="x_column",
+        metavar="NAME",
+        help="take x from this column of CURVES (a header name or 0-based index); implies --columns",
+    )
+    fit.add_argument("--out", required=True, help="results file, .npz or .csv (written whole or not at all)")
     fit.add_argument("--estimator", default="lse", choices=("lse", "poisson"))
     fit.add_argument("--loss", default="linear", choices=("linear", "soft_l1", "huber", "cauchy", "arctan"))
     fit.add_argument("--max-steps", type=int, default=None, dest="max_steps")
@@ -80,6 +107,9 @@ def main(argv=None) -> int:
         except _cli_fit.InputError as err:
             print(f"jaxlm fit: error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # before any curve was fitted (reading, compiling)
+            print("jaxlm fit: interrupted before any curve was fitted; nothing written", file=sys.stderr)
+            return 130
 
     if args.command == "demo":
         if args.n < 1 or args.scipy < 1:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -124,3 +127,159 @@ def test_the_command_keeps_its_compilations_for_the_next_run(curves, tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == entries  # nothing new to compile
     for name in ("params", "perr", "chi2", "status"):
         np.testing.assert_array_equal(warm[name], cold[name])
+
+
+# --------------------------------------------------------------------------- what people's files hold
+@pytest.fixture(scope="module")
+def files(curves):
+    d, x, y = curves
+    f = d / "files"
+    f.mkdir()
+    few = y[:20]
+    np.savez(f / "xy.npz", y=few, x=x)  # x and y in one file, each found by its role
+    np.savez(f / "two.npz", a=x, b=few)  # two arrays, no role names: ambiguous
+    np.save(f / "complex.npy", few.astype(complex))
+    np.save(f / "huge.npy", few * 1e39)
+    np.save(f / "zero_rows.npy", np.zeros((0, 32)))
+    (f / "zero_bytes.npy").write_bytes(b"")
+    (f / "empty.csv").write_text("")
+    np.save(f / "sigma_1row.npy", np.ones((1, 32)))
+    np.save(f / "sigma_more_rows.npy", np.ones((21, 32)))
+    np.save(f / "sigma_fewer_rows.npy", np.ones((19, 32)))
+    np.save(f / "few.npy", few)
+    with open(f / "table.csv", "w") as fh:  # the spreadsheet layout: x, then one curve per column
+        fh.write("t," + ",".join(f"cell{i}" for i in range(3)) + "\n")
+        for i, xi in enumerate(x):
+            fh.write(f"{float(xi)!r}," + ",".join(repr(float(v)) for v in few[:3, i]) + "\n")
+    return f, x, few
+
+
+ERROR_CASES = [
+    (["xy.npz", "--x", "two.npz"], "--x: .*two.npz holds 2 arrays \\(a, b\\); name one as"),
+    (["xy.npz", "--x", "two.npz:c"], "--x: .*has no array 'c'"),
+    (["few.npy", "--x", "few.npy:x"], "only an .npz file holds named arrays"),
+    (["complex.npy"], "CURVES: .*complex"),
+    (["huge.npy", "--precision", "32"], "CURVES: values up to 2.*e\\+39 do not fit in float32"),
+    (["zero_rows.npy"], "CURVES: .*holds no values"),
+    (["zero_bytes.npy"], "CURVES: cannot read"),
+    (["empty.csv"], "empty"),
+    (["few.npy", "--sigma", "sigma_1row.npy"], "--sigma has shape \\(1, 32\\); expected \\(32,\\)"),
+    (["few.npy", "--sigma", "sigma_more_rows.npy"], "--sigma has shape \\(21, 32\\)"),
+    (["few.npy", "--sigma", "sigma_fewer_rows.npy"], "--sigma has shape \\(19, 32\\)"),
+    (["few.npy", "--out", "results.txt"], "--out must end in .npz or .csv"),
+    (["few.npy", "--out", "/proc/no/results.csv"], "--out: cannot write"),
+    (["few.npy", "--max-steps", "-1"], "max_steps"),
+    (["table.csv", "--x-column", "time"], "--x-column: no column 'time' \\(the header names t, cell0"),
+    (["table.csv", "--x-column", "9"], "--x-column: index 9 is outside"),
+    (["few.npy", "--model", "gaussian_2d"], "--x is required"),
+]
+
+
+@pytest.mark.parametrize("argv, message", ERROR_CASES, ids=[" ".join(a) for a, _ in ERROR_CASES])
+def test_each_bad_file_or_option_is_one_line_and_exit_2(files, argv, message, capsys):
+    f, _, _ = files
+    argv = [str(f / a) if (f / a.split(":")[0]).exists() else a for a in argv]
+    out = [] if "--out" in argv else ["--out", str(f / "r.npz")]
+    model = [] if "--model" in argv else ["--model", "gaussian"]
+    rc = cli.main(["fit", *argv, *model, *out, "--no-progress", "--no-compile-cache"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_arrays_are_taken_by_name_and_role_and_the_out_name_is_kept(files, capsys):
+    """``--x xy.npz`` reads the x array (not y, the file's first), ``xy.npz:y`` names the
+    array, and ``--out R.NPZ`` writes exactly R.NPZ."""
+    f, x, few = files
+    out = f / "R.NPZ"
+    argv = ["fit", f"{f / 'xy.npz'}:y", "--x", str(f / "xy.npz"), "--model", "gaussian", "--out", str(out)]
+    assert cli.main([*argv, "--no-progress", "--no-compile-cache"]) == 0
+    assert out.exists() and not (f / "R.NPZ.npz").exists()
+    assert str(out) in capsys.readouterr().out
+    res = _cli_fit.read_results(out)
+    direct = jaxlm.fit("gaussian", x, few, nan_policy="omit")
+    np.testing.assert_array_equal(res["params"], direct.params)
+
+
+def test_a_spreadsheet_with_a_header_and_x_as_a_column(files):
+    f, x, few = files
+    out = f / "table_results.csv"
+    argv = ["fit", str(f / "table.csv"), "--x-column", "t", "--model", "gaussian", "--out", str(out)]
+    assert cli.main([*argv, "--no-progress", "--no-compile-cache"]) == 0
+    res = _cli_fit.read_results(out)
+    direct = jaxlm.fit("gaussian", x, few[:3], nan_policy="omit")
+    # the CSV holds the inputs to 17 digits and the results too: the same fit
+    np.testing.assert_allclose(res["params"], direct.params, rtol=1e-12)
+    assert list(res["status"]) == [int(s) for s in np.asarray(direct.status)]
+
+
+def _spawn(args, tmp_path, **kw):
+    cmd = [sys.executable, "-m", "jaxlm.cli", "fit", *map(str, args), "--no-compile-cache"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_ctrl_c_while_fitting_keeps_the_finished_curves(curves, tmp_path):
+    """SIGINT after the first chunks: exit 130, one line, and the file holds every
+    finished row (equal to a direct fit) with the others NaN and status RUNNING."""
+    d, x, y = curves
+    many = np.tile(y[:100], (400, 1))  # 40 000 curves in chunks of 100: many seconds of work
+    np.save(tmp_path / "many.npy", many)
+    out = tmp_path / "partial.npz"
+    proc = _spawn(
+        [
+            tmp_path / "many.npy",
+            "--model",
+            "gaussian",
+            "--x",
+            d / "x.npy",
+            "--out",
+            out,
+            "--chunk",
+            100,
+            "--progress",
+        ],
+        tmp_path,
+    )
+    seen = b""
+    deadline = time.monotonic() + 240
+    while not re.search(rb"[1-9]\d*/40000", seen):  # the bar shows finished curves
+        assert proc.poll() is None and time.monotonic() < deadline, seen[-500:]
+        seen += proc.stderr.read1(4096)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    err = (seen + rest).decode()
+    assert proc.returncode == 130, err[-2000:]
+    last = [line for line in err.replace("\r", "\n").splitlines() if line.strip()][-1]
+    assert last.startswith("jaxlm fit: interrupted:") and "Traceback" not in err, err[-2000:]
+    done = int(re.search(r"interrupted: (\d+) of 40000", last).group(1))
+    assert 0 < done < 40_000
+    res = _cli_fit.read_results(out)
+    assert res["params"].shape == (40_000, 4)
+    assert np.all(res["status"][done:] == jaxlm.Status.RUNNING) and np.all(np.isnan(res["params"][done:]))
+    assert np.all(res["status"][:done] != jaxlm.Status.RUNNING)
+    direct = jaxlm.fit("gaussian", x, many[:100], nan_policy="omit")
+    np.testing.assert_array_equal(res["params"][:100], direct.params)
+
+
+def test_ctrl_c_while_writing_leaves_the_whole_file_and_never_a_truncated_one(curves, tmp_path):
+    """SIGINT as soon as the temporary file appears: the write completes (exit 130), the
+    result is complete, and until then the previous result at that path stays intact."""
+    d, _, y = curves
+    rows = 200_000
+    np.save(tmp_path / "big.npy", np.tile(y[:8, :8], (rows // 8, 1)))
+    out = tmp_path / "r.csv"
+    out.write_text("previous result\n")
+    proc = _spawn([tmp_path / "big.npy", "--model", "poly1", "--out", out, "--no-progress"], tmp_path)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".r.csv.*.tmp")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+        assert out.read_text() == "previous result\n"  # untouched while the fit runs
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr.decode()[-2000:]
+    assert "interrupted while writing; the results were written whole" in stderr.decode()
+    res = _cli_fit.read_results(out)
+    assert res["params"].shape == (rows, 2) and np.all(res["status"] != jaxlm.Status.RUNNING)
+    assert not list(tmp_path.glob(".r.csv.*"))  # no temporary file left behind
