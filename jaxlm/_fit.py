@@ -347,11 +347,12 @@ def curve_fit(
         if not callable(jac):
             raise TypeError(f"jac must be None, a string or a callable, got {type(jac).__name__}")
         kwargs["jac"] = jac
-    lo, hi = _bounds_pair(bounds)
-    bounded = bool(
-        np.any(np.asarray(lo, dtype=float) > -np.inf) or np.any(np.asarray(hi, dtype=float) < np.inf)
+    lo, hi = (_numeric("bounds", b) for b in _bounds_pair(bounds))
+    # traced bounds (under jit) are taken as bounds: scipy's m < n rule then does not apply
+    bounded = not _is_concrete((lo, hi)) or bool(
+        np.any(np.asarray(lo) > -np.inf) or np.any(np.asarray(hi) < np.inf)
     )
-    if method == "lm" and bounded:
+    if method == "lm" and bounded and _is_concrete((lo, hi)):
         raise ValueError("Method 'lm' only works for unconstrained problems. Use 'trf' or 'dogbox' instead.")
     for scipy_name, minimum in (("maxfev", 0), ("max_nfev", 1)):
         if scipy_name in kwargs:
@@ -920,7 +921,7 @@ def _robust(loss, z):
         t = 1 + z
         # 2(√t − 1) without the cancellation near z = 0 (which left a noise floor of ~eps
         # per point in the cost, so a zero-residual fit could never meet ftol)
-        return 2 * z / (jnp.sqrt(t) + 1), 1 / jnp.sqrt(t), -0.5 * t**-1.5
+        return z / ((jnp.sqrt(t) + 1) / 2), 1 / jnp.sqrt(t), -0.5 * t**-1.5
     if loss == "huber":
         big = z > 1
         zs = jnp.where(big, z, 1)

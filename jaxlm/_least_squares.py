@@ -307,6 +307,8 @@ def _param_dtype(leaf):
     dtype = getattr(leaf, "dtype", None)
     if dtype is None:
         dtype = np.asarray(leaf).dtype
+    if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+        raise TypeError(f"x0 has dtype {dtype}: jaxlm solves in float32 or float64; convert it with .astype")
     if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
         raise TypeError(f"x0 must hold numeric arrays, got dtype {dtype}")
     if jnp.issubdtype(dtype, jnp.complexfloating):

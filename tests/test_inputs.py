@@ -263,6 +263,15 @@ ERRORS = [
     ("ls args list", lambda: _ls(args=[X, Y[0]]), TypeError, "args"),
     ("ls x0 strings", lambda: _ls(x0=np.array(["a", "b"])), TypeError, "x0"),
     ("ls x0 empty", lambda: _ls(x0=np.zeros(0)), ValueError, "x0"),
+    ("ls x0 float16", lambda: _ls(x0=P0.astype(np.float16)), TypeError, "x0 has dtype float16"),
+    ("ls x0 objects", lambda: _ls(x0=np.array([1.0, "a"], dtype=object)), TypeError, "x0 must hold numeric"),
+    ("lsb x0 bfloat16", lambda: _lsb(x0=jnp.ones((3, 2), jnp.bfloat16)), TypeError, "x0 has dtype bfloat16"),
+    (
+        "curve_fit bounds strings",
+        lambda: _curve_fit(bounds=("0", "9")),
+        TypeError,
+        "bounds must hold numbers",
+    ),
     (
         "ls complex residual",
         lambda: jaxlm.least_squares(lambda p: jax.lax.complex(p, p), P0),
