@@ -1,16 +1,16 @@
 """jaxlm: batched, differentiable Levenberg–Marquardt least squares in JAX."""
 
 from jaxlm import models as models
-from jaxlm._fit import FitResult as FitResult
-from jaxlm._fit import curve_fit as curve_fit
-from jaxlm._fit import fit as fit
+from jaxlm._fitting import FitResult as FitResult
+from jaxlm._fitting import curve_fit as curve_fit
+from jaxlm._fitting import fit as fit
 from jaxlm._least_squares import Solution as Solution
 from jaxlm._least_squares import least_squares as least_squares
 from jaxlm._least_squares import least_squares_batch as least_squares_batch
 from jaxlm._solver import LevenbergMarquardt as LevenbergMarquardt
 from jaxlm._solver import LMState as LMState
-from jaxlm._status import Status as Status
 from jaxlm._solver import default_tolerance as default_tolerance
+from jaxlm._status import Status as Status
 from jaxlm._status import is_success as is_success
 
 __version__ = "0.1.0"

@@ -225,8 +225,6 @@ def run(args) -> int:
 
     if args.precision == 64:
         jax.config.update("jax_enable_x64", True)  # the user's explicit choice, this process only
-    import jax.numpy as jnp
-
     import jaxlm
 
     dtype = np.float64 if args.precision == 64 else np.float32
@@ -240,8 +238,6 @@ def run(args) -> int:
     _writable(out)
     curves, x, sigma, x_per_row = _read_inputs(args, model, dtype)
     n_curves, n = curves.shape[0], model.n_params
-
-    chunk = min(args.chunk, n_curves)
     options = dict(estimator=args.estimator, loss=args.loss, nan_policy="omit")
     if args.max_steps is not None:
         options["max_steps"] = args.max_steps
@@ -253,37 +249,9 @@ def run(args) -> int:
         "dof": np.zeros(n_curves, np.int32),
         "status": np.full(n_curves, int(jaxlm.Status.RUNNING), np.int32),
     }
-    bar = _progress(n_curves, args.progress or (args.progress is None and n_curves > chunk))
-    converged, done = 0, 0
     t0 = time.perf_counter()
-    try:
-        for start in range(0, n_curves, chunk):
-            stop = min(start + chunk, n_curves)
-            rows = np.arange(start, stop)
-            if stop - start < chunk:  # pad the last chunk: the same shapes, no recompilation
-                rows = np.concatenate([rows, np.full(chunk - (stop - start), stop - 1)])
-            xs = x[rows] if x_per_row else x
-            sig = sigma[rows] if sigma is not None and sigma.ndim == 2 else sigma
-            try:
-                with warnings.catch_warnings():  # a covariance that cannot be estimated: inf in perr
-                    warnings.filterwarnings("ignore", message="Covariance of the parameters")
-                    res = jaxlm.fit(model, jnp.asarray(xs), jnp.asarray(curves[rows]), sigma=sig, **options)
-            except (ValueError, TypeError) as err:
-                raise InputError(str(err).splitlines()[0]) from None
-            k = stop - start
-            for key in table:
-                table[key][start:stop] = np.asarray(getattr(res, key))[:k]
-            done = stop
-            if bar is not None:
-                bar.update(k)
-                converged += int(np.sum(np.asarray(res.success)[:k]))
-                bar.set_postfix_str(f"converged {converged}/{stop}")
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        for key, empty in (("params", np.nan), ("perr", np.nan), ("chi2", np.nan), ("dof", 0)):
-            table[key][done:] = empty  # a chunk the interrupt cut short holds nothing
-        table["status"][done:] = int(jaxlm.Status.RUNNING)
+    done = _fit_chunks(model, curves, x, sigma, x_per_row, options, table, args)
+    if done < n_curves:  # Ctrl-C: keep what is finished
         _write_uninterrupted(out, model.param_names, table)
         print(
             f"jaxlm fit: interrupted: {done} of {n_curves} curves fitted and written to {out} "
@@ -291,8 +259,6 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 130
-    if bar is not None:
-        bar.close()
     elapsed = time.perf_counter() - t0
     interrupted = _write_uninterrupted(out, model.param_names, table)
     statuses, counts = np.unique(table["status"], return_counts=True)
@@ -307,6 +273,48 @@ def run(args) -> int:
         )
         return 130
     return 0
+
+
+def _fit_chunks(model, curves, x, sigma, x_per_row, options, table, args) -> int:
+    """Fit the curves chunk by chunk into ``table``; return how many rows are finished
+    (all of them, unless Ctrl-C stopped it: then the rows after are reset to not fitted)."""
+    import jax.numpy as jnp
+
+    import jaxlm
+
+    n_curves = curves.shape[0]
+    chunk = min(args.chunk, n_curves)
+    bar = _progress(n_curves, args.progress or (args.progress is None and n_curves > chunk))
+    converged, done = 0, 0
+    try:
+        for start in range(0, n_curves, chunk):
+            stop = min(start + chunk, n_curves)
+            rows = np.arange(start, stop)
+            if stop - start < chunk:  # pad the last chunk: the same shapes, no recompilation
+                rows = np.concatenate([rows, np.full(chunk - (stop - start), stop - 1)])
+            xs = x[rows] if x_per_row else x
+            sig = sigma[rows] if sigma is not None and sigma.ndim == 2 else sigma
+            try:
+                with warnings.catch_warnings():  # a covariance that cannot be estimated: inf in perr
+                    warnings.filterwarnings("ignore", message="Covariance of the parameters")
+                    res = jaxlm.fit(model, jnp.asarray(xs), jnp.asarray(curves[rows]), sigma=sig, **options)
+            except (ValueError, TypeError) as err:
+                raise InputError(str(err).splitlines()[0]) from None
+            for key in table:
+                table[key][start:stop] = np.asarray(getattr(res, key))[: stop - start]
+            done = stop
+            if bar is not None:
+                bar.update(stop - start)
+                converged += int(np.sum(np.asarray(res.success)[: stop - start]))
+                bar.set_postfix_str(f"converged {converged}/{stop}")
+    except KeyboardInterrupt:
+        for key, empty in (("params", np.nan), ("perr", np.nan), ("chi2", np.nan), ("dof", 0)):
+            table[key][done:] = empty  # a chunk the interrupt cut short holds nothing
+        table["status"][done:] = int(jaxlm.Status.RUNNING)
+    finally:
+        if bar is not None:
+            bar.close()
+    return done
 
 
 def _write_uninterrupted(out: pathlib.Path, names, table) -> bool:

@@ -40,18 +40,10 @@ def least_squares(
     x0,
     args: tuple = (),
     *,
-    damping: str = "more",
-    update: str = "nielsen",
-    linear_solver: str = "cholesky",
-    jac: str | Callable = "fwd",
-    geodesic: bool = True,
-    ftol: float | None = None,
-    xtol: float | None = None,
-    gtol: float | None = None,
-    max_steps: int = 1000,
-    tau: float = 1e-3,
+    solver: LevenbergMarquardt | None = None,
     implicit_hessian: str = "exact",
     failed_grad: str = "nan",
+    **options,
 ) -> Solution:
     """Minimise ``½‖fun(params, *args)‖²`` by Levenberg–Marquardt.
 
@@ -67,15 +59,12 @@ def least_squares(
       x0: starting point, an array or any pytree of floating-point arrays.  Its dtype
         sets the working precision (float32, or float64 when x64 is enabled).
       args: extra arguments passed to ``fun`` (data, hyperparameters).
-      damping: ``"more"`` (default), ``"levenberg"`` or ``"marquardt"``; see
-        :class:`jaxlm.LevenbergMarquardt`.
-      update: ``"nielsen"`` (default) or ``"marquardt"``.
-      linear_solver: ``"cholesky"`` (default) or ``"qr"``.
-      jac: ``"fwd"``, ``"rev"`` or a callable ``jac(params, *args) -> (m, n)``.
-      geodesic: use geodesic acceleration (default True).
-      ftol, xtol, gtol: relative tolerances; None means ``eps^(3/4)`` of the dtype.
-      max_steps: maximum number of trial steps.
-      tau: relative starting damping.
+      solver: a :class:`jaxlm.LevenbergMarquardt` holding the solver options; or give
+        them as keywords instead (``**options``), one for one: ``damping`` (``"more"``,
+        ``"levenberg"``, ``"marquardt"``), ``update``, ``linear_solver``, ``jac``
+        (``"fwd"``, ``"rev"`` or ``jac(params, *args) -> (m, n)``), ``geodesic``,
+        ``geodesic_alpha``, ``ftol``/``xtol``/``gtol`` (None: ``eps^(3/4)`` of the
+        dtype), ``max_steps``, ``tau`` — see :class:`jaxlm.LevenbergMarquardt`.
       implicit_hessian: the Hessian of the implicit derivative: ``"exact"`` (default,
         ∇²½‖r‖²) or ``"gauss_newton"`` (JᵀJ, with the matching Jᵀ∂r on the right side;
         exact for zero-residual problems, cheaper).
@@ -107,23 +96,27 @@ def least_squares(
       Transtrum & Sethna, "Improvements to the Levenberg–Marquardt algorithm for
       nonlinear least-squares minimization", arXiv:1201.5885 (2012).
     """
-    solver = LevenbergMarquardt(
-        damping=damping,
-        update=update,
-        linear_solver=linear_solver,
-        jac=jac,
-        geodesic=geodesic,
-        ftol=ftol,
-        xtol=xtol,
-        gtol=gtol,
-        max_steps=max_steps,
-        tau=tau,
-    )
+    solver = solver_from(solver, options)
     _check.choice("implicit_hessian", implicit_hessian, _implicit.HESSIANS)
     _check.choice("failed_grad", failed_grad, _implicit.FAILED_GRADS)
     x0 = validate_problem(fun, x0, args)
     fun, args = hoist_closure(fun, x0, args)
     return _solve(solver, fun, implicit_hessian, failed_grad, x0, args)
+
+
+def solver_from(solver, options) -> LevenbergMarquardt:
+    """The one way solver options arrive: a :class:`LevenbergMarquardt`, or keywords
+    mapping one for one to its fields (checked there) — not both."""
+    if solver is None:
+        return LevenbergMarquardt(**options)  # an unknown keyword is a TypeError naming it
+    if not isinstance(solver, LevenbergMarquardt):
+        raise TypeError(f"solver must be a jaxlm.LevenbergMarquardt, got {type(solver).__name__}")
+    if options:
+        raise TypeError(
+            "solver options go either in solver= or as keywords, not both: got solver and "
+            + ", ".join(sorted(options))
+        )
+    return solver
 
 
 def hoist_closure(fun, x0, args):
@@ -194,6 +187,7 @@ def least_squares_batch(
     chunk_size: int | None = None,
     progress: bool = False,
     devices=None,
+    solver: LevenbergMarquardt | None = None,
     **options,
 ) -> Solution:
     """Solve a batch of independent problems ``min ½‖fun(x0[i], *args_i)‖²`` fast.
@@ -219,8 +213,8 @@ def least_squares_batch(
       devices: shard the batch over these devices (``jax.devices()``, say).  Inputs
         already sharded along the batch axis with ``jax.sharding`` stay where they are
         and the results come back sharded the same way.
-      **options: solver options of :func:`least_squares` (``damping``, ``max_steps``,
-        ``ftol``, …; not the differentiation options).
+      solver, **options: the solver options, as :func:`least_squares` (not the
+        differentiation options).
 
     Returns:
       A batched :class:`Solution`.  Under a JAX transformation (``jit``, ``vmap``,
@@ -236,7 +230,7 @@ def least_squares_batch(
 
     driver = _batch.Options(compact=compact, chunk_size=chunk_size, progress=progress, devices=devices)
     driver = driver.validate()
-    solver = LevenbergMarquardt(**options)
+    solver = solver_from(solver, options)
     if not isinstance(args, tuple):
         raise TypeError(f"args must be a tuple, got {type(args).__name__}")
     axes = _arg_axes(in_axes, len(args))

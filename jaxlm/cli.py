@@ -50,7 +50,7 @@ curves finished so far are written, the others with NaN and status 0, RUNNING)
 """
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxlm", description="Batched Levenberg–Marquardt in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="fit many noisy 1-D Gaussians in one call, compare with scipy")
@@ -58,13 +58,17 @@ def main(argv=None) -> int:
     demo.add_argument("--scipy", type=int, default=300, help="fits to repeat with scipy (default 300)")
     demo.add_argument("--png", default="jaxlm-demo.png", help="figure path ('' for none)")
     demo.add_argument("--float64", action="store_true", help="run in float64 (enables jax_enable_x64)")
+    _fit_parser(sub)
+    return parser
+
+
+def _fit_parser(sub) -> None:
     fit = sub.add_parser(
         "fit",
         help="fit every row of a .npy/.npz/.csv file with a built-in model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fit every curve of CURVES with a built-in model; write params, perr, chi2, dof and "
-        "status "
-        "per curve.\nNon-finite points are ignored (nan_policy='omit').",
+        "status per curve.\nNon-finite points are ignored (nan_policy='omit').",
         epilog=_LAYOUTS,
     )
     fit.add_argument("curves", metavar="CURVES", help="the curves: .npy, .npz[:KEY] or .csv (see layouts)")
@@ -95,6 +99,10 @@ def main(argv=None) -> int:
     bar = fit.add_mutually_exclusive_group()
     bar.add_argument("--progress", action="store_true", default=None, help="always show a progress bar")
     bar.add_argument("--no-progress", action="store_false", dest="progress", help="never show one")
+
+
+def main(argv=None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
 
     if args.command == "fit":

@@ -112,6 +112,20 @@ ERRORS = [
     ("fit nan_policy list", lambda: _fit(nan_policy=["omit"]), ValueError, "nan_policy"),
     ("fit implicit_hessian unknown", lambda: _fit(implicit_hessian="bfgs"), ValueError, "implicit_hessian"),
     ("fit unknown keyword", lambda: _fit(max_stepz=3), TypeError, "max_stepz"),
+    ("ls unknown keyword", lambda: _ls(max_stepz=3), TypeError, "max_stepz"),
+    (
+        "fit solver and keywords",
+        lambda: _fit(solver=jaxlm.LevenbergMarquardt(), max_steps=5),
+        TypeError,
+        "solver",
+    ),
+    ("ls solver not a solver", lambda: _ls(solver={"damping": "more"}), TypeError, "solver must be"),
+    (
+        "lsb solver and keywords",
+        lambda: _lsb(solver=jaxlm.LevenbergMarquardt(), damping="more"),
+        TypeError,
+        "solver",
+    ),
     ("fit chunk_size zero", lambda: _fit(chunk_size=0), ValueError, "chunk_size"),
     ("fit chunk_size bool", lambda: _fit(chunk_size=True), TypeError, "chunk_size"),
     ("lsb chunk_size float", lambda: _lsb(chunk_size=2.5), TypeError, "chunk_size"),
@@ -357,6 +371,18 @@ def test_numpy_scalars_are_accepted_as_options_and_mean_the_same():
     assert jaxlm.LevenbergMarquardt(max_steps=np.int64(50)) == jaxlm.LevenbergMarquardt(max_steps=50)
     sol = _lsb(chunk_size=np.int32(2), compact=np.bool_(False), geodesic=np.bool_(True))
     np.testing.assert_allclose(sol.params, TRUE, rtol=1e-8)
+
+
+def test_solver_options_as_one_object_or_as_keywords_are_the_same_fit():
+    kw = dict(damping="levenberg", geodesic_alpha=0.5, max_steps=80, tau=1e-2)
+    solver = jaxlm.LevenbergMarquardt(**kw)
+    for a, b in (
+        (_fit(solver=solver), _fit(**kw)),
+        (_ls(solver=solver), _ls(**kw)),
+        (_lsb(solver=solver), _lsb(**kw)),
+    ):
+        np.testing.assert_array_equal(a.params, b.params)
+        np.testing.assert_array_equal(a.n_steps, b.n_steps)
 
 
 @pytest.mark.parametrize("limit", [2**31, 2**63 - 1, sys.maxsize])

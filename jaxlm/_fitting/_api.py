@@ -1,0 +1,312 @@
+"""The public entry points :func:`fit` and :func:`curve_fit`: check the options, read the
+arrays (:mod:`._inputs`), run the fits (:mod:`._run`)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+
+import jax
+import numpy as np
+
+from jaxlm import _batch, _check, _implicit
+from jaxlm._fitting._inputs import bounds_pair, is_concrete, n_params, numeric, prepare, resolve_model
+from jaxlm._fitting._objective import ESTIMATORS, LOSSES, Config, ModelWithJacobian, weighted_residuals
+from jaxlm._fitting._result import FitResult, warn_if_no_covariance
+from jaxlm._fitting._run import fit_batch, fit_driven
+from jaxlm._least_squares import solver_from
+from jaxlm._solver import LevenbergMarquardt
+from jaxlm._status import Status
+
+NAN_POLICIES = (None, "omit", "raise")
+_SOLVER_OPTIONS = {f.name for f in dataclasses.fields(LevenbergMarquardt)}
+_DIFF_OPTIONS = {"implicit_hessian", "failed_grad"}
+
+
+def fit(
+    f,
+    xdata,
+    ydata,
+    p0=None,
+    *,
+    sigma=None,
+    absolute_sigma: bool = False,
+    bounds=(-np.inf, np.inf),
+    mask=None,
+    loss: str = "linear",
+    f_scale: float = 1.0,
+    estimator: str = "lse",
+    fixed=None,
+    nan_policy: str | None = None,
+    xdata_batched: bool | None = None,
+    sigma_batched: bool | None = None,
+    compact: bool = True,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    devices=None,
+    solver: LevenbergMarquardt | None = None,
+    **solver_options,
+) -> FitResult:
+    """Fit ``ydata ≈ f(xdata, *params)`` for one curve or a whole batch at once.
+
+    Batching: ``ydata`` is ``(..., m)``; its leading axes are independent fits, each with
+    its own status (a failing member never disturbs the others).  ``xdata`` is either
+    *shared* by all fits — ``(m,)``, or ``(k, m)`` for k-dimensional points such as a
+    ``(2, m)`` pixel grid — or *per fit*, with ydata's batch axes in front:
+    ``(..., m)`` / ``(..., k, m)``.  The rule: if xdata does not start with ydata's batch
+    shape it is shared; if it does, it is per fit unless evaluating ``f`` shows that
+    only the shared reading gives ``m`` values; when both readings are possible (e.g.
+    ydata ``(2, m)`` and xdata ``(2, m)`` for a model that accepts either) pass
+    ``xdata_batched=True/False``, else a ``ValueError`` asks you to.  ``p0``, ``bounds``,
+    ``fixed``, ``sigma`` and ``mask`` are shared when they have no batch axes, per fit
+    when they start with the batch shape.
+
+    Args:
+      f: ``f(x, *params) -> (m,)`` written with ``jax.numpy``; or a
+        :class:`jaxlm.models.Model` or the name of one (``jaxlm.models.names()``).
+      xdata: the independent variable (see batching above).
+      ydata: ``(..., m)`` data.
+      p0: start ``(n,)`` or ``(..., n)``.  ``None``: the model's guess from the data for
+        built-in models; otherwise ones (scipy), or the middle of finite bounds.
+      sigma: per-point standard deviations ``(m,)``/``(..., m)`` or a covariance
+        ``(m, m)``/``(..., m, m)`` of ydata's errors (scipy's semantics).
+      absolute_sigma: ``False`` (scipy's default): ``pcov`` is scaled by χ²/dof, i.e.
+        sigma gives only relative weights.  ``True``: sigma is absolute, ``pcov`` is
+        ``(J̃ᵀJ̃)⁻¹``.  (Ignored by the Poisson estimator, whose variances are absolute.)
+      bounds: ``(lower, upper)`` scalars, ``(n,)`` or ``(..., n)`` arrays (scipy's
+        format); every iterate stays inside; a ``p0`` outside is an error.  ``pcov`` is
+        computed from the curvature at the solution as if unconstrained (as scipy's
+        ``trf``): at an active bound it describes the unconstrained quadratic model and
+        overstates the uncertainty on the bound's side.
+      mask: boolean ``(m,)`` or ``(..., m)``: False points are ignored by the fit and by
+        dof (ragged data).  A member with no True point gets ``Status.NO_DATA``, one
+        with fewer points than free parameters ``Status.UNDERDETERMINED``.
+      loss: ``"linear"``, ``"soft_l1"``, ``"huber"``, ``"cauchy"`` or ``"arctan"``.
+      f_scale: soft margin between inlier and outlier residuals (in units of σ).
+      estimator: ``"lse"`` (least squares) or ``"poisson"`` (maximum likelihood for
+        counts, ``ydata ≥ 0``; a start where the model is negative, or zero at a
+        positive count, gets ``Status.NONPOSITIVE_MODEL``).
+      fixed: boolean ``(n,)`` or ``(..., n)``: True parameters stay at ``p0``
+        (Gpufit's ``parameters_to_fit`` inverted); their pcov rows are 0.
+      nan_policy: ``None``: non-finite data make that member ``NONFINITE``;
+        ``"omit"``: non-finite points are masked; ``"raise"``: ``ValueError``.
+      xdata_batched: force the reading of ``xdata`` (see batching).
+      sigma_batched: force the reading of a ``sigma`` whose shape is both ydata's and
+        ``(m, m)`` (a batch of m curves of m points): ``True`` one standard deviation per
+        point of each fit, ``False`` one covariance shared by all fits.  Without it such
+        a ``sigma`` is a ``ValueError`` that asks for it.
+      compact: for a batch of ≥ 256 curves with concrete inputs, compact the
+        still-running fits into smaller batches as the others converge (default True),
+        so that the work follows each fit's own step count (:mod:`jaxlm._batch`); the
+        results are the same.
+      chunk_size: fit at most this many curves at a time, streaming the rest (inputs
+        are prepared in host memory, results are returned as numpy arrays).
+      progress: show a tqdm progress bar (fits/s, status tally).
+      devices: shard the batch over these devices; inputs already sharded along the
+        batch axis (``jax.sharding``) are fitted where they lie, results sharded alike.
+      solver, **solver_options: the solver options as :func:`jaxlm.least_squares`
+        (a :class:`jaxlm.LevenbergMarquardt`, or keywords ``damping``,
+        ``max_steps``, ``ftol``, …, ``implicit_hessian``, ``failed_grad``), except
+        that a callable ``jac`` has scipy's meaning: ``jac(x, *params) -> (m, n)``, the
+        model's Jacobian in its parameters (used for the steps, pcov and gradients).
+
+    Returns:
+      :class:`FitResult`.  Differentiable (implicitly, see :func:`jaxlm.least_squares`)
+      with respect to ``ydata``, ``xdata`` and ``sigma``.
+
+    Raises:
+      TypeError: ``f`` is not callable (or not JAX-traceable) or returns complex values;
+        an array is complex, half precision, ragged or not numeric; ``mask``/``fixed``
+        are not boolean; an option is unknown or of the wrong kind (a boolean option
+        given as a string, say).
+      ValueError: shapes do not match (naming the argument), ``sigma`` ≤ 0, not finite
+        or not positive definite, NaN or crossed bounds, ``p0`` outside the bounds, an
+        option out of range, an unknown model, loss, estimator or nan_policy.
+
+    Warns:
+      scipy's ``OptimizeWarning`` (``UserWarning`` without scipy) when a ``pcov`` could
+      not be estimated (it is then ``+inf``), as ``scipy.optimize.curve_fit``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxlm
+      >>> x = jnp.linspace(-3, 3, 50)
+      >>> ys = jnp.stack([jaxlm.models.gaussian(x, a, 0.2, 0.8, 0.1) for a in (1.0, 2.0)])
+      >>> res = jaxlm.fit("gaussian", x, ys)
+      >>> res.params.shape, [round(float(v), 3) for v in res.params[1]]
+      ((2, 4), [2.0, 0.2, 0.8, 0.1])
+
+    References:
+      scipy.optimize.curve_fit and least_squares (the semantics of sigma, pcov, loss).
+      Laurence & Chromy, "Efficient maximum likelihood estimator fitting of
+      histograms", Nature Methods 7, 338 (2010).
+    """
+    model, fn = resolve_model(f)
+    fn, cfg_options, solver = _solver_from_options(fn, solver, solver_options)
+    driver = _batch.Options(compact=compact, chunk_size=chunk_size, progress=progress, devices=devices)
+    driver = driver.validate()
+    _check.choice("loss", loss, LOSSES)
+    _check.choice("estimator", estimator, ESTIMATORS)
+    _check.choice("nan_policy", nan_policy, NAN_POLICIES)
+    f_scale = _check.real("f_scale", f_scale, positive=True)
+    absolute_sigma = _check.boolean("absolute_sigma", absolute_sigma)
+    options = {
+        "xdata_batched": _check.optional_boolean("xdata_batched", xdata_batched),
+        "sigma_batched": _check.optional_boolean("sigma_batched", sigma_batched),
+        "nan_policy": nan_policy,
+        "estimator": estimator,
+    }
+    if estimator == "poisson" and sigma is not None:
+        raise ValueError("sigma: the Poisson estimator takes no sigma (the variance of a count is its mean)")
+    if estimator == "poisson" and loss != "linear":
+        raise ValueError(f"loss: the Poisson estimator takes no robust loss, got loss={loss!r}")
+
+    # Streamed in chunks, the batch may not fit on the accelerator: prepare it in host memory.
+    where = jax.default_device(jax.devices("cpu")[0]) if chunk_size is not None else contextlib.nullcontext()
+    with where:
+        prep = prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, options)
+    cfg = Config(
+        f=fn,
+        estimator=estimator,
+        loss=loss,
+        f_scale=f_scale,
+        sigma_kind=prep.sigma_kind,
+        sigma_batched=prep.sigma_batched,
+        absolute_sigma=absolute_sigma,
+        x_batched=prep.x_batched,
+        masked=prep.data.mask is not None,
+        solver=solver,
+        **cfg_options,
+    )
+    concrete = is_concrete(prep.data)
+    if driver.streaming and not concrete:
+        raise ValueError(
+            "chunk_size, progress and devices need concrete inputs; under jit/vmap/grad "
+            "fit runs the batch as one vmapped program"
+        )
+    if concrete and driver.pays(math.prod(prep.batch)):
+        res = fit_driven(cfg, prep, driver)  # a single fit (batch ()) is a batch of one
+    else:
+        res = fit_batch(cfg, prep.batch, prep.data)
+    if concrete:
+        warn_if_no_covariance(res)
+    return res
+
+
+def curve_fit(
+    f,
+    xdata,
+    ydata,
+    p0=None,
+    sigma=None,
+    absolute_sigma=False,
+    check_finite=None,
+    bounds=(-np.inf, np.inf),
+    method=None,
+    jac=None,
+    *,
+    full_output=False,
+    nan_policy=None,
+    **kwargs,
+):
+    """Drop-in for ``scipy.optimize.curve_fit``: same arguments, returns ``(popt, pcov)``.
+
+    ``f`` must be written with ``jax.numpy`` (it is differentiated exactly; scipy's
+    finite-difference names for ``jac`` are accepted and not needed, and a callable
+    ``jac(x, *params) -> (m, n)`` is used as the model's Jacobian, as in scipy).  A
+    leading batch shape on ``ydata``/``p0`` fits independent curves at once (see
+    :func:`fit` for the batching rule and for the extra keywords ``mask``, ``loss``,
+    ``f_scale``, ``estimator``, ``fixed`` and the solver options, all accepted here).
+
+    As scipy: ``method`` may be ``None``, ``"lm"``, ``"trf"`` or ``"dogbox"`` (all run
+    jaxlm's LM; ``"lm"`` with bounds is an error, as in scipy); ``maxfev``/``max_nfev``
+    map to ``max_steps`` (``maxfev=0``: the default); more parameters than data points
+    is scipy's ``TypeError`` without bounds (with bounds, the fit ends
+    ``Status.UNDERDETERMINED``); ``check_finite=True`` (the default without ``nan_policy``)
+    raises on non-finite data; a single fit that does not converge raises
+    ``RuntimeError("Optimal parameters not found: …")``.  A batch never raises for a
+    failed member: use :func:`fit` to see each member's status.  ``full_output=True``
+    returns ``(popt, pcov, infodict, mesg, ier)`` with ``infodict`` holding ``nfev``
+    and ``fvec`` and ``ier`` the :class:`jaxlm.Status` code.
+
+    Difference from scipy: the result keeps the input's float dtype (scipy casts to
+    float64 first); pass float64 data with ``jax_enable_x64`` on for scipy's precision.
+    """
+    if method not in (None, "lm", "trf", "dogbox"):
+        raise ValueError(f"method must be None, 'lm', 'trf' or 'dogbox', got {method!r}")
+    if isinstance(jac, str):
+        _check.choice("jac", jac, ("2-point", "3-point", "cs"))  # scipy's names: JAX is exact
+    elif jac is not None:
+        if not callable(jac):
+            raise TypeError(f"jac must be None, a string or a callable, got {type(jac).__name__}")
+        kwargs["jac"] = jac
+    lo, hi = (numeric("bounds", b) for b in bounds_pair(bounds))
+    # traced bounds (under jit) are taken as bounds: scipy's m < n rule then does not apply
+    bounded = not is_concrete((lo, hi)) or bool(
+        np.any(np.asarray(lo) > -np.inf) or np.any(np.asarray(hi) < np.inf)
+    )
+    if method == "lm" and bounded and is_concrete((lo, hi)):
+        raise ValueError("Method 'lm' only works for unconstrained problems. Use 'trf' or 'dogbox' instead.")
+    for scipy_name, minimum in (("maxfev", 0), ("max_nfev", 1)):
+        if scipy_name in kwargs:
+            value = kwargs.pop(scipy_name)
+            if value is not None:
+                value = _check.integer(scipy_name, value, minimum=minimum)
+                if value:  # maxfev=0 means the default in scipy
+                    kwargs["max_steps"] = value
+    check_finite = _check.optional_boolean("check_finite", check_finite)
+    full_output = _check.boolean("full_output", full_output)
+    if check_finite is None:
+        check_finite = nan_policy is None
+    if not bounded and method in (None, "lm"):  # scipy's leastsq refuses m < n; its trf does not
+        model, fn = resolve_model(f)
+        n = n_params(fn, model, None if p0 is None else numeric("p0", p0))
+        m = (np.shape(numeric("ydata", ydata)) or (1,))[-1]
+        if n > m:
+            raise TypeError(
+                f"Improper input: func input vector length N={n} must not exceed func output vector "
+                f"length M={m}"
+            )
+    if check_finite:
+        for name, value in (("ydata", ydata), ("xdata", xdata)):
+            if is_concrete(value) and not np.all(np.isfinite(np.asarray(value, dtype=float))):
+                raise ValueError(f"{name} must not contain infs or NaNs (check_finite=True)")
+    res = fit(
+        f,
+        xdata,
+        ydata,
+        p0,
+        sigma=sigma,
+        absolute_sigma=absolute_sigma,
+        bounds=bounds,
+        nan_policy=nan_policy,
+        **kwargs,
+    )
+    if res.status.ndim == 0 and is_concrete(res.status) and not bool(res.success):
+        raise RuntimeError("Optimal parameters not found: " + Status(int(res.status)).message)
+    if full_output:
+        _, fn = resolve_model(f)
+        fvec = weighted_residuals(fn, xdata, ydata, res.params, sigma)
+        infodict = {"nfev": res.n_fev, "fvec": fvec}
+        mesg = Status(int(res.status)).message if res.status.ndim == 0 else "see ier per member"
+        return res.params, res.pcov, infodict, mesg, res.status
+    return res.params, res.pcov
+
+
+def _solver_from_options(fn, solver, options):
+    """``fn`` (with the caller's Jacobian attached, if given), the differentiation
+    options and the solver."""
+    unknown = set(options) - _SOLVER_OPTIONS - _DIFF_OPTIONS
+    if unknown:
+        raise TypeError(f"unknown keyword argument(s): {', '.join(sorted(unknown))}")
+    diff = {
+        "implicit_hessian": _check.choice(
+            "implicit_hessian", options.pop("implicit_hessian", "exact"), _implicit.HESSIANS
+        ),
+        "failed_grad": _check.choice(
+            "failed_grad", options.pop("failed_grad", "nan"), _implicit.FAILED_GRADS
+        ),
+    }
+    if callable(options.get("jac")):  # scipy's meaning: the model's Jacobian in its parameters
+        fn = ModelWithJacobian(fn, options.pop("jac"))
+    return fn, diff, solver_from(solver, options)

@@ -1,0 +1,378 @@
+"""Reading the caller's arrays for :func:`jaxlm.fit`: each argument checked and named in
+its error (before anything is compiled), put in the working dtype and given its batch
+reading (shared by the fits, or one per fit)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlm._fitting._objective import ModelWithJacobian
+from jaxlm.models import Model
+from jaxlm.models import get as get_model
+
+
+class CurveData(NamedTuple):
+    """The per-curve inputs of the computation (batch axes in front, or shared)."""
+
+    x: Any
+    y: Any
+    p0: Any
+    sigma: Any  # None, standard deviations or a covariance
+    mask: Any  # None or boolean
+    lo: Any
+    hi: Any
+    fixed: Any
+
+
+class Prepared(NamedTuple):
+    """The checked inputs of a fit and how to read them."""
+
+    batch: tuple
+    data: CurveData
+    sigma_kind: str  # "none", "std", "cov"
+    sigma_batched: bool
+    x_batched: bool
+
+
+def prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, options) -> Prepared:
+    """Every array of a fit, checked; ``options`` holds ``nan_policy``, ``xdata_batched``,
+    ``sigma_batched`` and ``estimator``."""
+    dtype = float_dtype(ydata=ydata, p0=p0, xdata=xdata)
+    y, x, n, x_batched = _read_data(fn, model, xdata, ydata, p0, options["xdata_batched"], dtype)
+    batch, m = y.shape[:-1], y.shape[-1]
+    lo, hi = _read_bounds(bounds, n, batch, dtype)
+    mask = _read_mask(mask, x, y, x_batched, options["nan_policy"])
+    if options["estimator"] == "poisson" and is_concrete(y):
+        yv = np.asarray(y)
+        if np.any(yv[np.isfinite(yv)] < 0):
+            raise ValueError("ydata: the Poisson estimator needs counts ≥ 0")
+    p0 = _read_p0(p0, model, x, y, mask, lo, hi, n, dtype)
+    fixed = jnp.zeros((n,), bool) if fixed is None else as_bool("fixed", fixed, [(n,), batch + (n,)])
+    fixed = jnp.broadcast_to(fixed, batch + (n,))
+    sigma, sigma_kind, sigma_batched = _read_sigma(sigma, m, batch, options["sigma_batched"], dtype)
+    data = CurveData(x, y, p0, sigma, mask, lo, hi, fixed)
+    return Prepared(batch, data, sigma_kind, sigma_batched, x_batched)
+
+
+def _read_data(fn, model, xdata, ydata, p0, forced, dtype):
+    """ydata, xdata (and whether it is per fit), the number of parameters."""
+    y = as_float("ydata", ydata, dtype)
+    if y.ndim == 0 or y.shape[-1] == 0:
+        raise ValueError(f"ydata must have at least one point on its last axis, got shape {y.shape}")
+    batch, m = y.shape[:-1], y.shape[-1]
+    if xdata is None:
+        raise ValueError("xdata must be given")
+    x = as_float("xdata", xdata, dtype)
+    n = n_params(fn, model, p0)
+    if n == 0:
+        raise ValueError("p0 must have at least one parameter")
+    x_batched = read_x(fn, x, m, n, batch, forced, dtype)
+    if x_batched and x.ndim < len(batch) + 1:
+        raise ValueError(f"xdata {x.shape} is too short for {batch} fits of {m} points")
+    if isinstance(fn, ModelWithJacobian):
+        check_jacobian(fn.jac, x[(0,) * len(batch)] if x_batched else x, m, n, dtype)
+    return y, x, n, x_batched
+
+
+def _read_bounds(bounds, n, batch, dtype):
+    lo, hi = (as_float("bounds", b, dtype) for b in bounds_pair(bounds))
+    if is_concrete((lo, hi)) and (np.any(np.isnan(np.asarray(lo))) or np.any(np.isnan(np.asarray(hi)))):
+        raise ValueError("bounds must not hold NaN (use -inf/inf for a parameter without a bound)")
+    lo = per_fit_shape("bounds (lower)", lo if lo.ndim else jnp.full((n,), lo), (n,), batch)
+    hi = per_fit_shape("bounds (upper)", hi if hi.ndim else jnp.full((n,), hi), (n,), batch)
+    if is_concrete((lo, hi)) and np.any(np.asarray(lo) >= np.asarray(hi)):
+        raise ValueError("bounds: each lower bound must be strictly less than its upper bound")
+    return lo, hi
+
+
+def _read_mask(mask, x, y, x_batched, nan_policy):
+    """The mask, with the NaN policy applied (before the guess, which must ignore masked
+    points)."""
+    batch, m = y.shape[:-1], y.shape[-1]
+    if mask is not None:
+        mask = as_bool("mask", mask, [(m,), batch + (m,)])
+    if nan_policy is None:
+        return mask
+    # a point is finite when all its coordinates are: reduce x over its non-batch,
+    # non-point axes, giving (m,) for a shared x and batch + (m,) for one per fit
+    first = len(batch) if x_batched else 0
+    finite_x = jnp.all(jnp.isfinite(x), axis=tuple(range(first, x.ndim - 1)))
+    finite = jnp.isfinite(y) & jnp.broadcast_to(finite_x, y.shape)
+    if nan_policy == "raise" and is_concrete(finite) and not bool(np.all(np.asarray(finite))):
+        raise ValueError("ydata/xdata contain NaN or inf (nan_policy='raise')")
+    if nan_policy == "omit":
+        # always the masked program, whether or not this batch holds a NaN: a member's
+        # result must not depend on the other members' data
+        mask = finite if mask is None else mask & finite
+    return mask
+
+
+def _read_p0(p0, model, x, y, mask, lo, hi, n, dtype):
+    """p0 as given, else the model's guess (built-in models) or scipy's default: ones, or
+    the middle of finite bounds (one bound: one unit inside it); inside the bounds."""
+    batch = y.shape[:-1]
+    if p0 is None and model is not None:
+        p0 = model.guess(x, y if mask is None else jnp.where(mask, y, jnp.nan)).astype(dtype)
+    elif p0 is None:
+        has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
+        middle = jnp.where(has_lo, lo + 1, jnp.where(has_hi, hi - 1, jnp.ones_like(lo)))
+        p0 = jnp.where(has_lo & has_hi, 0.5 * (lo + hi), middle)
+    p0 = as_float("p0", p0, dtype)
+    if p0.ndim == 0:
+        p0 = p0[None]
+    if model is not None and p0.shape[-1] != model.n_params:
+        raise ValueError(
+            f"p0 has {p0.shape[-1]} parameters; model {model.name!r} has {model.n_params} "
+            f"({', '.join(model.param_names)})"
+        )
+    if p0.shape not in ((n,), batch + (n,)):
+        raise ValueError(
+            f"p0 has shape {p0.shape}; expected ({n},) or the batch shape of ydata "
+            f"{batch} followed by {n}: {batch + (n,)}"
+        )
+    p0 = jnp.broadcast_to(p0, batch + (n,))
+    if is_concrete((p0, lo, hi)):
+        p, l_, h_ = np.asarray(p0), np.asarray(lo), np.asarray(hi)
+        outside = (p < l_) | (p > h_)
+        if np.any(outside):
+            raise ValueError(f"p0 is outside the bounds at {int(outside.sum())} parameter(s)")
+    return p0
+
+
+def _read_sigma(sigma, m, batch, forced, dtype):
+    """``(sigma, kind, per fit?)``: standard deviations or a covariance, checked."""
+    if sigma is None:
+        return None, "none", False
+    sigma = as_float("sigma", sigma, dtype)
+    kind, per_fit = sigma_reading(sigma.shape, m, batch, forced)
+    if kind == "std" and sigma.shape in ((), (1,)):
+        sigma = jnp.broadcast_to(jnp.reshape(sigma, ()), (m,))
+    if kind == "std" and is_concrete(sigma):
+        s = np.asarray(sigma)
+        if not np.all(s > 0) or not np.all(np.isfinite(s)):
+            raise ValueError("sigma must be > 0 and finite at every point")
+    if kind == "cov" and is_concrete(sigma):
+        s = np.asarray(sigma, dtype=float)
+        if not np.all(np.isfinite(s)):
+            raise ValueError("sigma (a covariance matrix) must be finite")
+        if not np.allclose(s, np.swapaxes(s, -1, -2)):
+            raise ValueError("sigma (a covariance matrix) must be symmetric")
+        try:
+            np.linalg.cholesky(s)
+        except np.linalg.LinAlgError:
+            raise ValueError("sigma (a covariance matrix) must be positive definite") from None
+    return sigma, kind, per_fit
+
+
+def is_concrete(value) -> bool:
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def resolve_model(f):
+    if isinstance(f, str):
+        model = get_model(f)
+        return model, model.fn
+    if isinstance(f, Model):
+        return f, f.fn
+    if not callable(f):
+        raise TypeError(f"f must be callable or the name of a built-in model, got {type(f).__name__}")
+    return None, f
+
+
+def numeric(name, value):
+    """``value`` as an array of real numbers (not yet converted), or a TypeError naming it."""
+    if not isinstance(value, jax.Array | np.ndarray):
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError) as err:  # ragged nesting, unconvertible objects
+            raise TypeError(f"{name} must be a rectangular array of numbers: {err}") from None
+    dtype = value.dtype
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {dtype} (the imaginary part would be lost)")
+    if not (jnp.issubdtype(dtype, jnp.number) or dtype == np.bool_):
+        raise TypeError(f"{name} must hold numbers, got dtype {dtype}")
+    return value
+
+
+def float_dtype(**values):
+    """The working precision: the widest float dtype of the inputs (JAX's default float
+    for integer data); half precision is refused, naming the argument."""
+    dtypes = {}
+    for name, v in values.items():
+        if v is not None:
+            dtype = numeric(name, v).dtype
+            if jnp.issubdtype(dtype, jnp.floating):
+                if jnp.finfo(dtype).bits < 32:
+                    raise TypeError(
+                        f"{name} has dtype {dtype}: jaxlm fits in float32 or float64 (half precision cannot "
+                        "resolve a fit's steps); convert it with .astype(numpy.float32)"
+                    )
+                dtypes[name] = dtype
+    return jnp.result_type(*dtypes.values()) if dtypes else jnp.result_type(float)
+
+
+def as_float(name, value, dtype):
+    arr = numeric(name, value)
+    out = jnp.asarray(arr).astype(dtype)
+    if isinstance(arr, np.ndarray) and arr.dtype != np.bool_ and arr.dtype.itemsize > out.dtype.itemsize:
+        # host data narrowed (float64 → float32): a finite value must not become inf
+        if np.any(np.isfinite(arr) & (np.abs(arr) > float(jnp.finfo(dtype).max))):
+            raise ValueError(
+                f"{name} holds values beyond the range of {np.dtype(dtype).name} (largest "
+                f"{float(jnp.finfo(dtype).max):.3g}): they would become inf; fit in float64 or rescale"
+            )
+    return out
+
+
+def as_bool(name, value, shapes):
+    arr = jnp.asarray(value)
+    if arr.dtype != jnp.bool_:
+        raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
+    if arr.shape not in shapes:
+        raise ValueError(f"{name} has shape {arr.shape}; expected {' or '.join(map(str, shapes))}")
+    return arr if arr.shape == shapes[-1] else jnp.broadcast_to(arr, shapes[-1])
+
+
+def per_fit_shape(name, arr, inner, batch):
+    """Broadcast a shared ``inner`` or a per-fit ``batch + inner`` array to batch + inner."""
+    if arr.shape == inner:
+        return jnp.broadcast_to(arr, batch + inner)
+    if arr.shape == batch + inner:
+        return arr
+    want = f"{inner}" + (f" or {batch + inner}" if batch else "")
+    raise ValueError(f"{name} has shape {arr.shape}; expected {want}")
+
+
+def bounds_pair(bounds):
+    if not (isinstance(bounds, tuple | list) and len(bounds) == 2):
+        raise ValueError("bounds must be a pair (lower, upper) of scalars or arrays")
+    return bounds
+
+
+def n_params(fn, model, p0):
+    if p0 is not None:
+        shape = np.shape(p0)
+        if len(shape) == 0:
+            return 1
+        return shape[-1]
+    if model is not None:
+        return model.n_params
+    try:
+        sig = inspect.signature(fn.f if isinstance(fn, ModelWithJacobian) else fn)
+    except (TypeError, ValueError):
+        raise ValueError("p0: cannot determine the number of parameters of f; pass p0") from None
+    params = list(sig.parameters.values())
+    if any(p.kind == p.VAR_POSITIONAL for p in params) or len(params) < 2:
+        raise ValueError("p0: cannot determine the number of parameters of f from its signature; pass p0")
+    return len(params) - 1
+
+
+def model_shape(fn, x, n, dtype):
+    """Shape of ``f(x, *p)`` for ``x`` of this shape, or the exception that f raised."""
+    try:
+        out = jax.eval_shape(
+            fn, jax.ShapeDtypeStruct(x.shape, x.dtype), *[jax.ShapeDtypeStruct((), dtype)] * n
+        )
+    except jax.errors.TracerArrayConversionError as err:
+        raise TypeError(
+            f"f must be written with jax.numpy (it is traced and differentiated): {err}"
+        ) from None
+    except jax.errors.ConcretizationTypeError as err:
+        raise TypeError(f"f must be traceable by JAX (no Python control flow on its inputs): {err}") from None
+    except (TypeError, IndexError, ValueError) as err:
+        return err
+    if jnp.issubdtype(getattr(out, "dtype", jnp.float32), jnp.complexfloating):
+        raise TypeError(
+            f"f returns complex values (dtype {out.dtype}); jaxlm fits real data and would drop the "
+            "imaginary part: fit the real and imaginary parts as separate points (e.g. "
+            "jnp.concatenate([z.real, z.imag]))"
+        )
+    return tuple(getattr(out, "shape", ()))
+
+
+def read_x(fn, x, m, n, batch, forced, dtype):
+    """Decide whether x is shared or per fit (see :func:`fit`); check its length."""
+    nb = len(batch)
+    if x.ndim == 0 or x.shape[-1] != m:
+        raise ValueError(
+            f"xdata has shape {x.shape}: its last axis must have the {m} points of ydata (…, {m})"
+        )
+    candidates = []  # True: one x per fit, False: shared
+    if forced is not False and nb and x.shape[:nb] == batch and x.ndim > nb:
+        candidates.append(True)
+    elif forced:
+        raise ValueError(
+            f"xdata_batched=True, but xdata {x.shape} does not start with the batch shape {batch}"
+        )
+    if forced is not True:
+        candidates.append(False)
+    shapes = {c: model_shape(fn, x[(0,) * nb] if c else x, n, dtype) for c in candidates}
+    fits = [c for c in candidates if shapes[c] == (m,)]
+    if len(fits) == 1:
+        return fits[0]
+    if len(fits) == 2:
+        raise ValueError(
+            f"xdata {x.shape} can be read as shared by the {batch} fits or as one x per fit, and f accepts "
+            "both: pass xdata_batched=True or False"
+        )
+    outcome = shapes[candidates[-1]]
+    if isinstance(outcome, Exception):
+        raise ValueError(f"f(xdata, *p0) fails for xdata of shape {x.shape} and {n} parameters: {outcome}")
+    raise ValueError(f"f(xdata, *p0) returns shape {outcome}; expected ({m},) to match ydata (…, {m})")
+
+
+def sigma_reading(shape, m, batch, forced):
+    """("std" | "cov", one per fit?) for a sigma of this shape (see :func:`fit`)."""
+    readings = []  # (kind, per fit)
+    if batch and shape == batch + (m,):
+        readings.append(("std", True))
+    if batch and shape == batch + (m, m):
+        readings.append(("cov", True))
+    if shape in ((), (1,), (m,)):
+        readings.append(("std", False))
+    if shape == (m, m):
+        readings.append(("cov", False))
+    if not readings:
+        raise ValueError(
+            f"sigma has shape {shape}; expected ({m},)"
+            + (f" or {batch + (m,)}" if batch else "")
+            + f" (standard deviations) or ({m}, {m})"
+            + (f" or {batch + (m, m)}" if batch else "")
+            + " (a covariance)"
+        )
+    if forced is not None:
+        chosen = [r for r in readings if r[1] == forced]
+        if not chosen:
+            raise ValueError(
+                f"sigma_batched={forced}, but sigma {shape} is "
+                + ("shared by the fits" if forced else f"one per fit of the {batch} batch")
+            )
+        readings = chosen
+    if len(readings) > 1:  # (m, m) for a batch of m fits of m points
+        raise ValueError(
+            f"sigma {shape} can be read as one standard deviation per point of each of the {m} fits or "
+            "as one "
+            f"({m}, {m}) covariance shared by them: pass sigma_batched=True (standard deviations per fit) or "
+            "False (a shared covariance)"
+        )
+    return readings[0]
+
+
+def check_jacobian(jac, x, m, n, dtype):
+    """The caller's ``jac(x, *p)`` must give an (m, n) array (before anything compiles)."""
+    try:
+        out = jax.eval_shape(
+            jac, jax.ShapeDtypeStruct(x.shape, x.dtype), *[jax.ShapeDtypeStruct((), dtype)] * n
+        )
+    except Exception as err:  # noqa: BLE001 - reported with its argument's name
+        raise TypeError(f"jac(xdata, *p0) fails when traced by JAX: {type(err).__name__}: {err}") from None
+    shape = tuple(getattr(out, "shape", ()))
+    if shape != (m, n) and not (n == 1 and shape == (m,)):
+        raise ValueError(f"jac(xdata, *p0) returns shape {shape}; expected ({m}, {n}): one row per point")
+    if jnp.issubdtype(out.dtype, jnp.complexfloating):
+        raise TypeError(f"jac must return real values, got dtype {out.dtype}")
