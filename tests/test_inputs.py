@@ -43,7 +43,7 @@ def decay_jac(x, a, k):
 
 
 # the solver's own functions: an input error must never come from inside them
-_SOLVER_FRAMES = {"_fit_one", "_solve", "_solve_vmapped", "run", "step", "_prepare_one", "_finish_one"}
+_SOLVER_FRAMES = {"fit_one", "_solve", "_solve_vmapped", "run", "step", "prepare_one", "finish_one", "fit_batch"}
 
 
 def _assert_raised_by_the_checks(excinfo):
