@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 
 mode = sys.argv[1] if __name__ == "__main__" else None  # imported by the tests: helpers only
 if mode == "devices":
@@ -92,6 +93,19 @@ def main_devices():
     np.testing.assert_allclose(np.asarray(res.params), np.asarray(plain.params), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.asarray(res.pcov), np.asarray(plain.pcov), rtol=1e-8)
     np.testing.assert_array_equal(np.asarray(res.status), np.asarray(plain.status))
+    # the covariance warning reduces each device's part where it lies (no collective,
+    # which hung notebook 5) and counts every fit once
+    from jaxlm._fitting._result import _local_parts
+
+    parts = _local_parts(res.pcov)
+    assert len(parts) == 4 and all(len(part.devices()) == 1 for part in parts)
+    mask = np.ones(y.shape, bool)
+    mask[7, 3:] = False  # 3 points, 3 parameters: dof = 0, pcov inf
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jaxlm.fit(model, T, y_s, jax.device_put(p0, rows), mask=jax.device_put(mask, rows), **TIGHT)
+    messages = [str(w.message) for w in caught if "Covariance" in str(w.message)]
+    assert len(messages) == 1 and "for 1 of 400 fits" in messages[0], messages
     check_sharded_compaction(rows)
 
 

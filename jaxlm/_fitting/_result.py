@@ -144,8 +144,11 @@ def _covariance_warning():
 def warn_if_no_covariance(res: FitResult) -> None:
     """As scipy: warn when a converged fit's ``pcov`` could not be estimated (it is
     ``inf``).  A member that did not converge says so in its status instead."""
-    per_fit = jnp.asarray(res.success) & jnp.any(jnp.isinf(jnp.asarray(res.pcov)), axis=(-2, -1))
-    bad, total = int(jnp.sum(per_fit)), int(np.size(per_fit))
+    bad = sum(
+        int(jnp.sum(ok & jnp.any(jnp.isinf(pcov), axis=(-2, -1))))
+        for ok, pcov in zip(_local_parts(res.success), _local_parts(res.pcov), strict=True)
+    )
+    total = int(np.size(res.success))
     if bad:
         which = "" if total == 1 else f" for {bad} of {total} fits"
         warnings.warn(
@@ -154,3 +157,16 @@ def warn_if_no_covariance(res: FitResult) -> None:
             _covariance_warning(),
             stacklevel=3,
         )
+
+
+def _local_parts(a) -> list:
+    """``a`` as the pieces held by this process's devices, each reduced where it lies: a
+    reduction over an array sharded on several devices would be a cross-device
+    collective, and XLA's CPU runtime can hang in one (notebook 5 did, on 4 host devices:
+    the driver's own programs hold none for that reason).  Shards in device order, so
+    that the parts of two arrays sharded alike correspond."""
+    shards = getattr(a, "addressable_shards", None)
+    if not shards or len(shards) == 1:
+        return [jnp.asarray(a)]
+    distinct = {repr(s.index): s for s in sorted(shards, key=lambda s: s.device.id, reverse=True)}
+    return [s.data for s in sorted(distinct.values(), key=lambda s: s.device.id)]  # replicas once
