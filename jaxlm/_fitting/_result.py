@@ -145,8 +145,8 @@ def warn_if_no_covariance(res: FitResult) -> None:
     """As scipy: warn when a converged fit's ``pcov`` could not be estimated (it is
     ``inf``).  A member that did not converge says so in its status instead."""
     bad = sum(
-        int(jnp.sum(ok & jnp.any(jnp.isinf(pcov), axis=(-2, -1))))
-        for ok, pcov in zip(_local_parts(res.success), _local_parts(res.pcov), strict=True)
+        int(np.sum(ok & np.any(np.isinf(pcov), axis=(-2, -1))))
+        for ok, pcov in zip(_host_parts(res.success), _host_parts(res.pcov), strict=True)
     )
     total = int(np.size(res.success))
     if bad:
@@ -159,14 +159,15 @@ def warn_if_no_covariance(res: FitResult) -> None:
         )
 
 
-def _local_parts(a) -> list:
-    """``a`` as the pieces held by this process's devices, each reduced where it lies: a
-    reduction over an array sharded on several devices would be a cross-device
-    collective, and XLA's CPU runtime can hang in one (notebook 5 did, on 4 host devices:
-    the driver's own programs hold none for that reason).  Shards in device order, so
-    that the parts of two arrays sharded alike correspond."""
+def _host_parts(a) -> list:
+    """``a`` as numpy copies of the pieces held by this process's devices (replicas once,
+    in device order, so that the parts of two arrays sharded alike correspond).  The check
+    runs on the host: no new program runs on the result's devices, neither a reduction
+    across them (a collective) nor one per device — with 4 host devices in a Jupyter
+    kernel, XLA's CPU runtime hung in both (notebook 5 at full size); copies to the host
+    are what the driver itself makes of a result."""
     shards = getattr(a, "addressable_shards", None)
     if not shards or len(shards) == 1:
-        return [jnp.asarray(a)]
+        return [np.asarray(a)]
     distinct = {repr(s.index): s for s in sorted(shards, key=lambda s: s.device.id, reverse=True)}
-    return [s.data for s in sorted(distinct.values(), key=lambda s: s.device.id)]  # replicas once
+    return [np.asarray(s.data) for s in sorted(distinct.values(), key=lambda s: s.device.id)]
