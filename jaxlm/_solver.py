@@ -274,11 +274,11 @@ class LevenbergMarquardt:
         return jnp.where(rnorm > 0, ratio / jnp.where(rnorm > 0, rnorm, 1), 0)
 
     def _renormalised(self, state):
-        """The state with the residual's factor ρ
-        raised by a power of two once the normalised cost has fallen below
-        ``2^(minexp/2)`` (the residual dropped by ~1e77 in float64, ~1e9 in float32 from
-        the start), so that ½‖r‖² and JᵀJ never underflow.  Exact, hence path-neutral;
-        the factor is capped so that diag(JᵀJ) stays below ``2^(maxexp/2)``."""
+        """The state after a step, with the residual's factor ρ raised by a power of two
+        once the normalised cost has fallen below ``2^(minexp/2)`` (the residual dropped
+        by ~1e77 in float64, ~1e9 in float32 from the start), so that ½‖r‖² and JᵀJ
+        never underflow.  Exact, hence path-neutral; the factor is capped so that
+        diag(JᵀJ) stays below ``2^(maxexp/2)``."""
         info = jnp.finfo(state.cost.dtype)
         cost, model, scale, units = state.cost, state.model, state.scale, state.units
         e_cost = _units.exponent(cost)
