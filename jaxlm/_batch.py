@@ -411,9 +411,8 @@ def stream(
         for leaf in jax.tree_util.tree_leaves(out):
             # Start the device→host copy now (an accelerator's results then arrive while
             # the next chunk runs).  Only for accelerators: on CPU the result already is
-            # in host memory, and with 4 host devices inside a Jupyter kernel (jaxlib
-            # 0.10.2) reading the status after copy_to_host_async hung in 3 of 4 runs of
-            # notebook 5 (none since).
+            # in host memory.  (Notebook 5's hangs, first blamed on this copy, were
+            # LAPACK in the finishing program: see jaxlm/_fitting/_covariance.py.)
             if any(d.platform != "cpu" for d in leaf.devices()):
                 leaf.copy_to_host_async()
         progress.chunk_done(out, real)

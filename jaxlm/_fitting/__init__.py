@@ -23,7 +23,8 @@ What happens to one curve (every member of a batch alike, under ``vmap``):
   ``Σ μ − y + y log(y/μ)``, step from ``r̃ = (μ − y)/√μ``, ``J̃ = ∂μ/√μ``: ``J̃ᵀr̃`` is the
   deviance gradient and ``J̃ᵀJ̃`` the Fisher information.
 * **covariance**: ``pcov = (J̃ᵀJ̃)⁻¹`` in the model's parameters (not in u), from the SVD
-  of the column-equilibrated J̃ at the solution, times χ²/dof unless ``absolute_sigma``
+  (one-sided Jacobi, no LAPACK: see ``_covariance``) of the column-equilibrated
+  J̃ at the solution, times χ²/dof unless ``absolute_sigma``
   (scipy's rule).  Fixed parameters get 0 rows/columns; if the data do not determine
   the free parameters (J̃ rank deficient) or dof ≤ 0 (without absolute_sigma), every
   free entry is ``inf``, as in scipy.

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm._fitting._covariance import covariance
 from jaxlm._fitting._objective import Config, objective
 from jaxlm._fitting._transform import to_params
 from jaxlm._solver import Objective
@@ -105,32 +106,6 @@ def finish_one(cfg: Config, u, cost, status, n_steps, n_fev, args: CurveArgs, n_
     )
 
 
-def covariance(jac, fixed):
-    """``(JᵀJ)⁻¹`` over the free parameters, 0 rows/columns for fixed ones.
-
-    As scipy's ``curve_fit``: if the free columns of J are rank deficient (a parameter
-    the data do not determine, or two that only act together) every free entry is
-    ``inf``.  The SVD is of the column-equilibrated J, so the rank test does not depend
-    on the parameters' units; fixed columns are replaced by unit columns orthogonal to
-    the rest (extra identity rows), which leaves the free block's inverse unchanged.
-    """
-    m, n = jac.shape
-    dtype = jac.dtype
-    eps = jnp.finfo(dtype).eps
-    norms = jnp.sqrt(jnp.sum(jac * jac, axis=0))
-    zero = norms == 0
-    scale = jnp.where(fixed | zero, 1, 1 / jnp.where(zero, 1, norms))
-    j_eq = jnp.concatenate(
-        [jnp.where(fixed[None, :], 0, jac * scale[None, :]), jnp.diag(fixed.astype(dtype))], axis=0
-    )
-    _, s, vt = jnp.linalg.svd(j_eq, full_matrices=False)
-    singular = s[-1] <= eps * max(m, n) * s[0]
-    s_safe = jnp.where(singular, 1, s)
-    cov = (vt.T / s_safe[None, :] ** 2) @ vt * scale[:, None] * scale[None, :]
-    cov = jnp.where(singular | ~jnp.all(jnp.isfinite(cov)), jnp.inf, cov)
-    return jnp.where(fixed[:, None] | fixed[None, :], 0, cov)
-
-
 def _covariance_warning():
     """scipy's ``OptimizeWarning`` when scipy is installed (filters written for scipy's
     ``curve_fit`` then apply), else a ``UserWarning``."""
@@ -162,10 +137,8 @@ def warn_if_no_covariance(res: FitResult) -> None:
 def _host_parts(a) -> list:
     """``a`` as numpy copies of the pieces held by this process's devices (replicas once,
     in device order, so that the parts of two arrays sharded alike correspond).  The check
-    runs on the host: no new program runs on the result's devices, neither a reduction
-    across them (a collective) nor one per device — with 4 host devices in a Jupyter
-    kernel, XLA's CPU runtime hung in both (notebook 5 at full size); copies to the host
-    are what the driver itself makes of a result."""
+    runs on the host: no new program runs on the result's devices just for a warning;
+    copies to the host are what the driver itself makes of a result."""
     shards = getattr(a, "addressable_shards", None)
     if not shards or len(shards) == 1:
         return [np.asarray(a)]

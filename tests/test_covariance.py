@@ -1,0 +1,116 @@
+"""The fit layer's covariance: a LAPACK-free SVD checked against numpy's, scipy's rank
+rule, and a finishing program with no LAPACK call (the notebook-5 hang)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlm
+from jaxlm._fitting._covariance import covariance, jacobi_svd
+
+SHAPES = [(68, 4), (10, 1), (5, 5), (30, 9), (3, 3), (2, 4), (40, 12)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_singular_values_and_vectors_match_numpy(dtype, shape):
+    """Graded columns (1 … 1e-3): every singular value to a few ulps relative to itself,
+    and the returned vectors make a·v orthogonal (the definition of an SVD)."""
+    rng = np.random.default_rng(sum(shape))
+    a = (rng.standard_normal(shape) * np.logspace(0, -3, shape[1])).astype(dtype)
+    s, vt = jacobi_svd(jnp.asarray(a))
+    assert s.dtype == dtype and vt.dtype == dtype
+    ref = np.linalg.svd(a.astype(np.float64), compute_uv=False)
+    got = np.sort(np.asarray(s, np.float64))[::-1][: ref.size]
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(got, ref, rtol=50 * eps, atol=50 * eps * ref[0])
+    vt64 = np.asarray(vt, np.float64)
+    np.testing.assert_allclose(vt64 @ vt64.T, np.eye(shape[1]), atol=20 * eps)
+    b = a.astype(np.float64) @ vt64.T
+    gram = b.T @ b
+    off = gram - np.diag(np.diag(gram))
+    assert np.max(np.abs(off)) <= 50 * eps * np.max(np.diag(gram))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_covariance_is_the_inverse_normal_matrix_under_vmap(dtype):
+    rng = np.random.default_rng(1)
+    jac = rng.standard_normal((200, 64, 4)) * np.array([1e3, 1.0, 1e-4, 10.0])  # units differ
+    got = jax.jit(jax.vmap(covariance, in_axes=(0, None)))(jnp.asarray(jac, dtype), jnp.zeros(4, bool))
+    scale = 1 / np.sqrt(np.sum(jac * jac, axis=1))  # the reference in unit columns too
+    unit = jac * scale[:, None, :]
+    ref = np.linalg.inv(np.einsum("bmi,bmj->bij", unit, unit)) * scale[:, :, None] * scale[:, None, :]
+    # entries relative to √(Σᵢᵢ Σⱼⱼ): a correlation-scale error, whatever the units
+    sd = np.sqrt(np.diagonal(ref, axis1=1, axis2=2))
+    err = (np.asarray(got, np.float64) - ref) / (sd[:, :, None] * sd[:, None, :])
+    assert np.max(np.abs(err)) <= 100 * np.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rank_deficient_nonfinite_and_fixed(dtype):
+    rng = np.random.default_rng(2)
+    jac = rng.standard_normal((20, 3))
+    dependent = jac.copy()
+    dependent[:, 2] = dependent[:, 0] + 1e3 * dependent[:, 1]
+    assert np.all(np.isinf(covariance(jnp.asarray(dependent, dtype), jnp.zeros(3, bool))))
+    nonfinite = jac.copy()
+    nonfinite[4, 1] = np.nan
+    assert np.all(np.isinf(covariance(jnp.asarray(nonfinite, dtype), jnp.zeros(3, bool))))
+    # a fixed parameter: its row and column are 0, the rest is the free block's inverse
+    unused = jac.copy()
+    unused[:, 1] = 0
+    got = np.asarray(covariance(jnp.asarray(unused, dtype), jnp.array([False, True, False])), np.float64)
+    free = unused[:, [0, 2]]
+    np.testing.assert_allclose(got[np.ix_([0, 2], [0, 2])], np.linalg.inv(free.T @ free), rtol=1e-5)
+    assert np.all(got[1] == 0) and np.all(got[:, 1] == 0)
+    # ... and the same column left free: the data do not determine it
+    assert np.all(np.isinf(covariance(jnp.asarray(unused, dtype), jnp.zeros(3, bool))))
+
+
+def test_the_finishing_program_of_a_batched_fit_calls_no_lapack(monkeypatch):
+    """jaxlib's batched CPU LAPACK kernels block an XLA pool thread while their tasks wait
+    for a free one; a fit sharded over as many host devices as the pool has threads hung
+    forever in the covariance SVD (notebook 5: 200 000 Gaussians on 4 host devices).  The
+    programs the fit layer compiles must hold no LAPACK custom call at all."""
+    from jaxlm._fitting import _run
+
+    x = np.linspace(-5, 5, 32)
+    y = np.exp(-0.5 * (x[None, :] - np.array([[0.1], [0.3]])) ** 2)
+    seen = []
+    original = _run._finish_batch
+
+    def spy(*args):
+        seen.append(original.lower(*args).as_text())
+        return original(*args)
+
+    monkeypatch.setattr(_run, "_finish_batch", spy)
+    res = jaxlm.fit("gaussian", x, y, chunk_size=2)
+    assert np.all(np.asarray(res.success))
+    assert seen and not any("lapack" in text for text in seen)
+
+
+def test_derivatives_of_the_covariance_match_finite_differences():
+    """Forward and reverse mode (perr is differentiable through fit) against central
+    differences of the float64 inverse; a fixed column keeps zero rows and columns."""
+    rng = np.random.default_rng(3)
+    jac = jnp.asarray(rng.standard_normal((30, 3)))
+    direction = jnp.asarray(rng.standard_normal((30, 3)))
+    fixed = jnp.array([False, False, True])
+    masked = jnp.where(fixed[None, :], 0, jac)
+
+    def free_inverse(j):
+        free = np.asarray(j)[:, :2]
+        out = np.zeros((3, 3))
+        out[:2, :2] = np.linalg.inv(free.T @ free)
+        return out
+
+    _, tangent = jax.jvp(lambda j: covariance(j, fixed), (masked,), (direction,))
+    h = 1e-6
+    fd = (free_inverse(masked + h * direction) - free_inverse(masked - h * direction)) / (2 * h)
+    np.testing.assert_allclose(tangent, fd, rtol=1e-6, atol=1e-9 * np.max(np.abs(fd)))
+    weights = jnp.asarray(rng.standard_normal((3, 3)))
+    grad = jax.grad(lambda j: jnp.sum(weights * covariance(j, fixed)))(masked)
+    np.testing.assert_allclose(jnp.vdot(grad, direction), jnp.sum(weights * tangent), rtol=1e-10)
