@@ -11,7 +11,15 @@ import jax
 import numpy as np
 
 from jaxlm import _batch, _check, _implicit
-from jaxlm._fitting._inputs import bounds_pair, is_concrete, n_params, numeric, prepare, resolve_model
+from jaxlm._fitting._inputs import (
+    bounds_pair,
+    follows_data_precision,
+    is_concrete,
+    n_params,
+    numeric,
+    prepare,
+    resolve_model,
+)
 from jaxlm._fitting._objective import ESTIMATORS, LOSSES, Config, ModelWithJacobian, weighted_residuals
 from jaxlm._fitting._result import FitResult, warn_if_no_covariance
 from jaxlm._fitting._run import fit_batch, fit_driven
@@ -24,6 +32,7 @@ _SOLVER_OPTIONS = {f.name for f in dataclasses.fields(LevenbergMarquardt)}
 _DIFF_OPTIONS = {"implicit_hessian", "failed_grad"}
 
 
+@follows_data_precision
 def fit(
     f,
     xdata,
@@ -113,7 +122,12 @@ def fit(
 
     Returns:
       :class:`FitResult`.  Differentiable (implicitly, see :func:`jaxlm.least_squares`)
-      with respect to ``ydata``, ``xdata`` and ``sigma``.
+      with respect to ``ydata``, ``xdata`` and ``sigma``.  Its dtype is the widest float
+      dtype of ``xdata``, ``ydata`` and ``p0`` as numpy reads them (float64 for numpy
+      float64 arrays and Python floats, as in scipy), whether or not JAX's x64 is on:
+      with x64 off, a float64 fit runs under a thread-local ``jax.enable_x64`` scope and
+      returns numpy arrays (JAX arrays would be narrowed by the next operation).  Traced
+      inputs (under jit, vmap, grad) keep the trace's precision.
 
     Raises:
       TypeError: ``f`` is not callable (or not JAX-traceable) or returns complex values;
@@ -193,6 +207,7 @@ def fit(
     return res
 
 
+@follows_data_precision
 def curve_fit(
     f,
     xdata,
@@ -229,8 +244,10 @@ def curve_fit(
     returns ``(popt, pcov, infodict, mesg, ier)`` with ``infodict`` holding ``nfev``
     and ``fvec`` and ``ier`` the :class:`jaxlm.Status` code.
 
-    Difference from scipy: the result keeps the input's float dtype (scipy casts to
-    float64 first); pass float64 data with ``jax_enable_x64`` on for scipy's precision.
+    Precision follows the data, as in scipy: float64 data (numpy float64 arrays, Python
+    floats) are fitted in float64 and returned as float64 numpy arrays even when JAX's
+    x64 is off (the fit runs under a thread-local ``jax.enable_x64`` scope; the caller's
+    configuration is not changed); float32 data are fitted and returned in float32.
     """
     if method not in (None, "lm", "trf", "dogbox"):
         raise ValueError(f"method must be None, 'lm', 'trf' or 'dogbox', got {method!r}")

@@ -4,6 +4,8 @@ reading (shared by the fits, or one per fit)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 from typing import Any, NamedTuple
 
@@ -214,6 +216,55 @@ def float_dtype(**values):
                     )
                 dtypes[name] = dtype
     return jnp.result_type(*dtypes.values()) if dtypes else jnp.result_type(float)
+
+
+@contextlib.contextmanager
+def data_precision(xdata, ydata, p0):
+    """Fit float64 data in float64 whether or not the caller enabled JAX's x64, as scipy
+    does, without touching the caller's configuration.
+
+    The working dtype is :func:`float_dtype` of the data as x64 would see them (numpy
+    float64 arrays, Python floats and integers are float64; float32 stays float32).
+    When that is float64 and x64 is off, the block runs under ``jax.enable_x64(True)``
+    (a thread-local scope, not the global flag) and the context yields a function that
+    turns the results into numpy arrays, which keep their float64 outside the scope (JAX
+    arrays would be narrowed by the next operation on them); otherwise it yields the
+    identity.  Traced inputs (under jit, vmap, grad) keep the trace's precision."""
+    values = {"xdata": xdata, "ydata": ydata, "p0": p0}
+    if jax.config.jax_enable_x64 or not is_concrete(values):
+        yield _unchanged
+        return
+    with jax.enable_x64(True):
+        wide = float_dtype(**values) == jnp.float64
+        if wide:
+            yield _on_host
+            return
+    yield _unchanged
+
+
+def follows_data_precision(api):
+    """``api`` (a function with ``xdata``, ``ydata`` and ``p0`` arguments) run under
+    :func:`data_precision` of its data."""
+    signature = inspect.signature(api)
+
+    @functools.wraps(api)
+    def wrapper(*args, **kwargs):
+        try:
+            given = signature.bind(*args, **kwargs).arguments
+        except TypeError:
+            return api(*args, **kwargs)  # Python's own error for the call
+        with data_precision(given.get("xdata"), given.get("ydata"), given.get("p0")) as finish:
+            return finish(api(*args, **kwargs))
+
+    return wrapper
+
+
+def _unchanged(tree):
+    return tree
+
+
+def _on_host(tree):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, tree)
 
 
 def as_float(name, value, dtype):

@@ -130,7 +130,7 @@ def warn_if_no_covariance(res: FitResult) -> None:
             f"Covariance of the parameters could not be estimated{which} (no more points than free "
             "parameters, or parameters the data do not determine): pcov is inf",
             _covariance_warning(),
-            stacklevel=3,
+            stacklevel=4,  # warn_if_no_covariance, fit, its precision wrapper, the caller
         )
 
 
