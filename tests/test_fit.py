@@ -366,12 +366,6 @@ def test_bad_input_is_rejected_naming_the_argument(kwargs, error, match):
         jaxlm.fit(args.pop("f"), args.pop("xdata"), args.pop("ydata"), args.pop("p0"), **args)
 
 
-def test_a_numpy_model_is_rejected_with_a_clear_message():
-    x, ys, _ = noisy_decays(1)
-    with pytest.raises(TypeError, match="jax.numpy"):
-        jaxlm.fit(decay_np, x, ys[0], [1.0, 1.0, 0.0])
-
-
 def test_single_failed_curve_fit_raises_like_scipy():
     x, ys, _ = noisy_decays(1)
     with pytest.raises(RuntimeError, match="Optimal parameters not found"):

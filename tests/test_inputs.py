@@ -143,12 +143,6 @@ ERRORS = [
         TypeError,
         "f returns complex",
     ),
-    (
-        "fit numpy model",
-        lambda: _fit(f=lambda x, a, k: a * np.exp(-k * np.asarray(x))),
-        TypeError,
-        "jax.numpy",
-    ),
     ("fit model wrong length", lambda: _fit(f=lambda x, a, k: a * x[:4] + k), ValueError, "f\\(xdata"),
     (
         "curve_fit jac wrong shape",

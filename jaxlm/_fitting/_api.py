@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from jaxlm import _batch, _check, _implicit
+from jaxlm._fitting._host import HostModel, untraceable, warn_host
 from jaxlm._fitting._inputs import (
     bounds_pair,
     follows_data_precision,
@@ -73,7 +74,9 @@ def fit(
 
     Args:
       f: ``f(x, *params) -> (m,)`` written with ``jax.numpy``; or a
-        :class:`jaxlm.models.Model` or the name of one (``jaxlm.models.names()``).
+        :class:`jaxlm.models.Model` or the name of one (``jaxlm.models.names()``).  An
+        ``f`` that JAX cannot trace (numpy, Python control flow on its inputs) runs on
+        the host with a warning (see :func:`curve_fit`).
       xdata: the independent variable (see batching above).
       ydata: ``(..., m)`` data.
       p0: start ``(n,)`` or ``(..., n)``.  ``None``: the model's guess from the data for
@@ -130,7 +133,7 @@ def fit(
       inputs (under jit, vmap, grad) keep the trace's precision.
 
     Raises:
-      TypeError: ``f`` is not callable (or not JAX-traceable) or returns complex values;
+      TypeError: ``f`` is not callable or returns complex values;
         an array is complex, half precision, ragged or not numeric; ``mask``/``fixed``
         are not boolean; an option is unknown or of the wrong kind (a boolean option
         given as a string, say).
@@ -156,7 +159,9 @@ def fit(
       histograms", Nature Methods 7, 338 (2010).
     """
     model, fn = resolve_model(f)
-    fn, cfg_options, solver = _solver_from_options(fn, solver, solver_options)
+    fn, cfg_options, solver = _solver_from_options(
+        fn, solver, solver_options, host_model(fn, model, xdata, p0)
+    )
     driver = _batch.Options(compact=compact, chunk_size=chunk_size, progress=progress, devices=devices)
     driver = driver.validate()
     _check.choice("loss", loss, LOSSES)
@@ -226,9 +231,13 @@ def curve_fit(
 ):
     """Drop-in for ``scipy.optimize.curve_fit``: same arguments, returns ``(popt, pcov)``.
 
-    ``f`` must be written with ``jax.numpy`` (it is differentiated exactly; scipy's
+    ``f`` written with ``jax.numpy`` is differentiated exactly (scipy's
     finite-difference names for ``jac`` are accepted and not needed, and a callable
-    ``jac(x, *params) -> (m, n)`` is used as the model's Jacobian, as in scipy).  A
+    ``jac(x, *params) -> (m, n)`` is used as the model's Jacobian, as in scipy).  An
+    ``f`` that JAX cannot trace (numpy calls, Python control flow on its inputs) is
+    fitted anyway, with a warning: evaluated on the host with scipy's forward-difference
+    Jacobian (or ``jac``), without geodesic acceleration; such a fit cannot be
+    differentiated.  A
     leading batch shape on ``ydata``/``p0`` fits independent curves at once (see
     :func:`fit` for the batching rule and for the extra keywords ``mask``, ``loss``,
     ``f_scale``, ``estimator``, ``fixed`` and the solver options, all accepted here).
@@ -310,9 +319,17 @@ def curve_fit(
     return res.params, res.pcov
 
 
-def _solver_from_options(fn, solver, options):
-    """``fn`` (with the caller's Jacobian attached, if given), the differentiation
-    options and the solver."""
+def host_model(fn, model, xdata, p0) -> str | None:
+    """Why a caller's ``f`` must run on the host (:mod:`._host`), or None."""
+    if model is not None or xdata is None:
+        return None
+    x = numeric("xdata", xdata)
+    return untraceable(fn, x, n_params(fn, None, None if p0 is None else numeric("p0", p0)), x.dtype)
+
+
+def _solver_from_options(fn, solver, options, on_host=None):
+    """``fn`` (with the caller's Jacobian attached, if given; on the host if ``on_host``
+    says why), the differentiation options and the solver."""
     unknown = set(options) - _SOLVER_OPTIONS - _DIFF_OPTIONS
     if unknown:
         raise TypeError(f"unknown keyword argument(s): {', '.join(sorted(unknown))}")
@@ -324,6 +341,12 @@ def _solver_from_options(fn, solver, options):
             "failed_grad", options.pop("failed_grad", "nan"), _implicit.FAILED_GRADS
         ),
     }
+    if on_host is not None:
+        warn_host(on_host)
+        jac = options.pop("jac") if callable(options.get("jac")) else None
+        options = {k: v for k, v in options.items() if k != "geodesic"}  # no r'' of a numpy model
+        solver = dataclasses.replace(solver_from(solver, options), geodesic=False)
+        return HostModel(fn, jac), diff, solver
     if callable(options.get("jac")):  # scipy's meaning: the model's Jacobian in its parameters
         fn = ModelWithJacobian(fn, options.pop("jac"))
     return fn, diff, solver_from(solver, options)

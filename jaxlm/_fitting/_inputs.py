@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm._fitting._host import HostModel
 from jaxlm._fitting._objective import ModelWithJacobian
 from jaxlm.models import Model
 from jaxlm.models import get as get_model
@@ -76,8 +77,11 @@ def _read_data(fn, model, xdata, ydata, p0, forced, dtype):
     x_batched = read_x(fn, x, m, n, batch, forced, dtype)
     if x_batched and x.ndim < len(batch) + 1:
         raise ValueError(f"xdata {x.shape} is too short for {batch} fits of {m} points")
+    one_x = x[(0,) * len(batch)] if x_batched else x
     if isinstance(fn, ModelWithJacobian):
-        check_jacobian(fn.jac, x[(0,) * len(batch)] if x_batched else x, m, n, dtype)
+        check_jacobian(fn.jac, one_x, m, n, dtype)
+    if isinstance(fn, HostModel) and fn.jac is not None and is_concrete(one_x):
+        check_host_jacobian(fn.jac, np.asarray(one_x), m, n)
     return y, x, n, x_batched
 
 
@@ -314,7 +318,7 @@ def n_params(fn, model, p0):
     if model is not None:
         return model.n_params
     try:
-        sig = inspect.signature(fn.f if isinstance(fn, ModelWithJacobian) else fn)
+        sig = inspect.signature(fn.f if isinstance(fn, ModelWithJacobian | HostModel) else fn)
     except (TypeError, ValueError):
         raise ValueError("p0: cannot determine the number of parameters of f; pass p0") from None
     params = list(sig.parameters.values())
@@ -412,6 +416,19 @@ def sigma_reading(shape, m, batch, forced):
             "False (a shared covariance)"
         )
     return readings[0]
+
+
+def check_host_jacobian(jac, x, m, n):
+    """A numpy model's ``jac(x, *p)`` called once on the host (at p = 1): (m, n) real."""
+    try:
+        with np.errstate(all="ignore"):
+            out = np.asarray(jac(x, *[np.float64(1.0)] * n))
+    except Exception as err:  # noqa: BLE001 - reported with its argument's name
+        raise TypeError(f"jac(xdata, *p) fails: {type(err).__name__}: {err}") from None
+    if out.shape != (m, n) and not (n == 1 and out.shape == (m,)):
+        raise ValueError(f"jac(xdata, *p0) returns shape {out.shape}; expected ({m}, {n}): one row per point")
+    if np.iscomplexobj(out):
+        raise TypeError(f"jac must return real values, got dtype {out.dtype}")
 
 
 def check_jacobian(jac, x, m, n, dtype):
