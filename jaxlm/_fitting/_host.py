@@ -84,14 +84,11 @@ class HostModel:
 
         @jax.custom_jvp
         def model(x, *p):
-            return jax.pure_callback(
-                host_f, jax.ShapeDtypeStruct(shape, dtype), x, *p, vmap_method="sequential"
-            )
+            return _on_host(host_f, shape, dtype, x, *p)
 
         @jax.custom_jvp
         def jacobian(x, y, *p):
-            spec = jax.ShapeDtypeStruct((int(np.prod(shape, dtype=int)), n), dtype)
-            return jax.pure_callback(host_jac, spec, x, y, *p, vmap_method="sequential")
+            return _on_host(host_jac, (int(np.prod(shape, dtype=int)), n), dtype, x, y, *p)
 
         @jacobian.defjvp
         def _(primals, tangents):
@@ -111,6 +108,26 @@ class HostModel:
 
         model.defjvp(model_jvp, symbolic_zeros=True)
         return model(x, *p)
+
+
+def _on_host(fn, shape, dtype, *args):
+    """``fn(*args)`` (numpy, shape ``shape``) by :func:`jax.pure_callback`, one batch
+    member at a time.  float64 values travel both ways as pairs of uint32 words: on
+    JAX's callback thread x64 is off unless the caller turned it on globally, and JAX
+    narrows a callback's float64 arguments and results to float32 there, while a float64
+    fit with x64 off runs x64 only in the caller's thread
+    (:func:`._inputs.data_precision`)."""
+    if np.dtype(dtype) != np.float64:
+        return jax.pure_callback(fn, jax.ShapeDtypeStruct(shape, dtype), *args, vmap_method="sequential")
+
+    def on_words(*words):
+        values = [np.ascontiguousarray(w).view(np.float64)[..., 0] for w in words]
+        return np.ascontiguousarray(fn(*values), np.float64).view(np.uint32).reshape(shape + (2,))
+
+    words = [jax.lax.bitcast_convert_type(jnp.asarray(a, jnp.float64), jnp.uint32) for a in args]
+    spec = jax.ShapeDtypeStruct(shape + (2,), np.uint32)
+    out = jax.pure_callback(on_words, spec, *words, vmap_method="sequential")
+    return jax.lax.bitcast_convert_type(out, jnp.float64)
 
 
 def _scalars(p):
