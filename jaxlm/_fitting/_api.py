@@ -166,7 +166,13 @@ def fit(
     driver = driver.validate()
     _check.choice("loss", loss, LOSSES)
     _check.choice("estimator", estimator, ESTIMATORS)
-    _check.choice("nan_policy", nan_policy, NAN_POLICIES)
+    if isinstance(nan_policy, str) and nan_policy == "propagate":  # scipy's wording, and why
+        raise ValueError(
+            "`nan_policy='propagate'` is not supported by this function: a fit through NaN "
+            "gives NaN; use None (the member's status says NONFINITE), 'omit' or 'raise'"
+        )
+    if not any(nan_policy is c or (isinstance(nan_policy, str) and nan_policy == c) for c in NAN_POLICIES):
+        raise ValueError(f"nan_policy must be one of {{'raise', 'omit', None}}, got {nan_policy!r}")
     f_scale = _check.real("f_scale", f_scale, positive=True)
     absolute_sigma = _check.boolean("absolute_sigma", absolute_sigma)
     options = {

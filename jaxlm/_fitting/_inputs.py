@@ -110,7 +110,7 @@ def _read_mask(mask, x, y, x_batched, nan_policy):
     finite_x = jnp.all(jnp.isfinite(x), axis=tuple(range(first, x.ndim - 1)))
     finite = jnp.isfinite(y) & jnp.broadcast_to(finite_x, y.shape)
     if nan_policy == "raise" and is_concrete(finite) and not bool(np.all(np.asarray(finite))):
-        raise ValueError("ydata/xdata contain NaN or inf (nan_policy='raise')")
+        raise ValueError("The input contains nan (NaN or inf in ydata/xdata, nan_policy='raise')")
     if nan_policy == "omit":
         # always the masked program, whether or not this batch holds a NaN: a member's
         # result must not depend on the other members' data
@@ -146,7 +146,10 @@ def _read_p0(p0, model, x, y, mask, lo, hi, n, dtype):
         p, l_, h_ = np.asarray(p0), np.asarray(lo), np.asarray(hi)
         outside = (p < l_) | (p > h_)
         if np.any(outside):
-            raise ValueError(f"p0 is outside the bounds at {int(outside.sum())} parameter(s)")
+            raise ValueError(
+                f"p0 is outside the bounds at {int(outside.sum())} parameter(s) (scipy: Initial guess is "
+                "outside of provided bounds)"
+            )
     return p0
 
 
