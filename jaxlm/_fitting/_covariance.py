@@ -38,7 +38,7 @@ def jacobi_svd(a):
     if m > n:  # the same singular values and vectors, from n instead of m rows
         a, m = _householder_r(a), n
     tol = jnp.sqrt(jnp.asarray(m, dtype)) * jnp.finfo(dtype).eps
-    w, vt = a.T, jnp.eye(n, dtype=dtype)
+    w, vt = tuple(a.T), tuple(jnp.eye(n, dtype=dtype))  # rows, carried one by one
 
     def sweep(carry):
         w, vt, _, k = carry
@@ -57,13 +57,14 @@ def jacobi_svd(a):
                 for x in (w, vt):
                     x[p], x[q] = c * x[p] - s * x[q], s * x[p] + c * x[q]
                 off = jnp.maximum(off, cosine)
-        return jnp.stack(w), jnp.stack(vt), off, k + 1
+        return tuple(w), tuple(vt), off, k + 1
 
     def again(carry):
         _, _, off, k = carry
         return (off > tol) & (k < MAX_SWEEPS)  # False for a NaN cosine: non-finite input stops
 
     w, vt, _, _ = lax.while_loop(again, sweep, (w, vt, jnp.asarray(jnp.inf, dtype), 0))
+    w, vt = jnp.stack(w), jnp.stack(vt)
     return jnp.sqrt(jnp.sum(w * w, axis=1)), vt
 
 
