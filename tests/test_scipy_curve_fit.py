@@ -35,7 +35,6 @@ NOT_RUN = {
     "test_data_point_number_validation": "scipy's trf wording for N > M ('The number of func "
     "parameters=...'); jaxlm gives the lm wording for every method",
     "test_broadcast_y": "a scalar ydata broadcast to xdata's length is not supported",
-    "test_args_in_kwargs": "args= is refused as an unknown keyword (TypeError); scipy raises ValueError",
     "test_gh4555b": "pcov against scipy's values at rtol 2e-7: jaxlm's difference steps are trf's "
     "sqrt(eps)*max(1, |p|), MINPACK's (scipy's default lm) sqrt(eps)*|p|; 1.6e-6 apart",
     "test_gh13670": "the model asserts that no two calls share parameters (scipy's internals) and has a "

@@ -264,6 +264,11 @@ def curve_fit(
     x64 is off (the fit runs under a thread-local ``jax.enable_x64`` scope; the caller's
     configuration is not changed); float32 data are fitted and returned in float32.
     """
+    if "args" in kwargs:  # scipy's error: curve_fit calls f(x, *params) only
+        raise ValueError(
+            "'args' is not a supported keyword argument: bind extra arguments of f with a closure "
+            "or functools.partial"
+        )
     if method not in (None, "lm", "trf", "dogbox"):
         raise ValueError(f"method must be None, 'lm', 'trf' or 'dogbox', got {method!r}")
     if isinstance(jac, str):
