@@ -26,7 +26,6 @@ NOT_RUN = {
     "expects for empty arrays",
     "test_None_x": "xdata=None (scipy calls f(None, *p)): jaxlm needs an xdata array",
     "test_full_output": "infodict holds nfev and fvec, not MINPACK's fjac/ipvt/qtf",
-    "test_bounds": "scipy.optimize.Bounds objects are not accepted yet",
     "test_curvefit_omitnan": "compares with scipy's own stopping point at rtol 1e-7; jaxlm's answer "
     "differs by 1.2e-7 in one case",
     "test_dtypes": "float32 data with float64 p0 under this suite's strict dtype promotion (conftest)",
@@ -34,7 +33,6 @@ NOT_RUN = {
     "cannot trace (TracerArrayConversionError)",
     "test_data_point_number_validation": "scipy's trf wording for N > M ('The number of func "
     "parameters=...'); jaxlm gives the lm wording for every method",
-    "test_broadcast_y": "a scalar ydata broadcast to xdata's length is not supported",
     "test_gh4555b": "pcov against scipy's values at rtol 2e-7: jaxlm's difference steps are trf's "
     "sqrt(eps)*max(1, |p|), MINPACK's (scipy's default lm) sqrt(eps)*|p|; 1.6e-6 apart",
     "test_gh13670": "the model asserts that no two calls share parameters (scipy's internals) and has a "

@@ -269,6 +269,8 @@ def curve_fit(
             "'args' is not a supported keyword argument: bind extra arguments of f with a closure "
             "or functools.partial"
         )
+    if np.ndim(ydata) == 0 and xdata is not None and np.ndim(xdata) > 0 and is_concrete(ydata):
+        ydata = np.full(np.shape(xdata)[-1], ydata)  # scipy broadcasts a scalar ydata to the points
     if method not in (None, "lm", "trf", "dogbox"):
         raise ValueError(f"method must be None, 'lm', 'trf' or 'dogbox', got {method!r}")
     if isinstance(jac, str):

@@ -307,8 +307,15 @@ def per_fit_shape(name, arr, inner, batch):
 
 
 def bounds_pair(bounds):
+    """``(lower, upper)``: a pair, or an object with ``lb`` and ``ub`` such as
+    ``scipy.optimize.Bounds`` (its ``keep_feasible`` is what the transforms do anyway:
+    every iterate is inside)."""
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):
+        return bounds.lb, bounds.ub
     if not (isinstance(bounds, tuple | list) and len(bounds) == 2):
-        raise ValueError("bounds must be a pair (lower, upper) of scalars or arrays")
+        raise ValueError(
+            "bounds must be a pair (lower, upper) of scalars or arrays, or a scipy.optimize.Bounds"
+        )
     return bounds
 
 
