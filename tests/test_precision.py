@@ -56,6 +56,9 @@ SCRIPT = PROBLEM + textwrap.dedent(
     res = jaxlm.fit(peak, t, np.stack([y, y]), p0, **tight)
     out["fit_types"] = sorted({f"{type(v).__name__}:{v.dtype}" for v in res if v.dtype.kind == "f"})
     out["fit_same"] = bool(np.allclose(res.params[0], popt, rtol=1e-12))
+    driven = jaxlm.fit(peak, t, np.stack([y, y, y]), p0, chunk_size=2, **tight)  # through the driver
+    out["driven_same"] = bool(np.allclose(driven.params, popt, rtol=1e-12))
+    out["driven_dtype"] = str(driven.params.dtype)
     # float32 data stay float32, as numpy arrays or JAX arrays
     for name, (tt, yy) in {
         "np32": (t.astype(np.float32), y.astype(np.float32)),
@@ -102,6 +105,7 @@ def test_float64_data_are_fitted_in_float64_with_x64_off():
     ref, _ = so.curve_fit(lambda t, *p: np.asarray(peak(t, *p)), t, y, p0=p0, **space["tight"])
     assert cost(out["popt"]) <= cost(ref) * (1 + 1e-12)
     assert out["fit_types"] == ["ndarray:float64"] and out["fit_same"]
+    assert out["driven_same"] and out["driven_dtype"] == "float64"
     assert out["np32"] == "float32" and out["jax32"] == "float32" and out["jit"] == "float32"
     assert out["x64_after"] is False and out["default_after"] == "float32"
 

@@ -101,9 +101,7 @@ class HostModel:
                 raise TypeError(NOT_DIFFERENTIABLE)
             y = model(x, *p)
             jmat = jacobian(x, y, *p)
-            dp = [
-                jnp.zeros((), dtype) if isinstance(d, jax.custom_derivatives.SymbolicZero) else d for d in dp
-            ]
+            dp = [jnp.zeros((), dtype) if isinstance(d, SymbolicZero) else d for d in dp]
             return y, jnp.reshape(jmat @ jnp.stack(dp).astype(dtype), shape)
 
         model.defjvp(model_jvp, symbolic_zeros=True)
