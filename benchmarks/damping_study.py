@@ -7,9 +7,10 @@ on the same five sets, float64:
 
 ``nist``         the 27 NIST StRD problems from both certified starts (54 runs); solved
                  when the LRE is ≥ 4 on every parameter and the RSS (``nist.passes``).
-``mgh``          the 28 Moré–Garbow–Hillstrom problems (ACM TOMS 7:17–41, 1981) from
-                 1·, 10·, 100·x0, as MINPACK's test driver (84 runs); solved when ‖r‖²
-                 reaches the paper's f* (``mgh.solved``).
+``mgh``          all 35 Moré–Garbow–Hillstrom problems (ACM TOMS 7:17–41, 1981; Watson
+                 at n = 6, 9, 12 and Chebyquad at n = 8, 9, 10: 39 in all) from 1·, 10·,
+                 100·x0, as MINPACK's test driver (117 runs); solved when ‖r‖² reaches
+                 the paper's f* (``mgh.solved``).
 ``rescaled``     NIST (both starts) and MGH (x0) with the parameters rescaled:
                  p = s ⊙ q, s_i = F^(i/(n−1)) (first parameter unchanged, last scaled
                  by F), F ∈ 10^{−6, −3, 3, 6}; the solver sees q, the judge p.  A
@@ -31,17 +32,22 @@ on the same five sets, float64:
                  started 3, 4, 5, 6 widths from the data (its columns are e^(−k²/2)
                  smaller than at the solution: nearly zero, so diag A nearly singular).
 
+The peers run on the same runs as further configurations (``minpack``, ``optimistix``,
+``jaxopt``; see ``PEERS``), judged the same way: ‖r‖² recomputed at the returned point, and
+a false success is a run its solver calls converged at a point that is not stationary.
+
 Per configuration: runs solved per set, *false successes* (runs that ended with a
 ``CONVERGED_*`` status at a point that is not stationary, judged independently by
 :func:`stationarity`; the goal is zero everywhere), successes *on a plateau* (stationary
-only because a parameter's column of J vanished: evaporation, saturation), median steps and residual evaluations,
-total solve time (each run timed on its second call, compilation excluded), and the
-failures by name.  Writes ``benchmarks/results/damping_study.json`` (every run) and
+only because a parameter's column of J vanished: evaporation, saturation), median steps
+and residual evaluations, total solve time (each run timed on its second call, compilation
+excluded), and the failures by name.  Writes ``benchmarks/results/damping_study.json`` (every run) and
 ``damping_study.md`` (the tables of the README's "Which damping?").
 
     python benchmarks/damping_study.py               # the whole study, one process per core
     python benchmarks/damping_study.py --quick       # a few problems per set, 4 configurations
     python benchmarks/damping_study.py --jobs 1      # serially (times then never share a core)
+    python benchmarks/damping_study.py --configs more/nielsen+geo,minpack --out results/x.json
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ import pathlib
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import jax
@@ -66,26 +73,47 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import scipy.optimize  # noqa: E402
 
 import jaxlm  # noqa: E402
 from jaxlm.problems import mgh, nist  # noqa: E402
+
+try:  # the peers are optional: ``pip install optimistix jaxopt``
+    import optimistix as optx
+except ImportError:  # pragma: no cover
+    optx = None
+try:
+    import jaxopt
+except ImportError:  # pragma: no cover
+    jaxopt = None
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 DAMPINGS = ("levenberg", "marquardt", "more")
 UPDATES = ("nielsen", "marquardt")
 CONFIGS = [
     {"damping": d, "update": u, "geodesic": g} for d in DAMPINGS for u in UPDATES for g in (False, True)
-]
+] + [{"peer": p} for p in ("minpack", "optimistix", "jaxopt")]
 QUICK_CONFIGS = [
     {"damping": d, "update": "nielsen", "geodesic": g}
     for d, g in (("levenberg", True), ("marquardt", False), ("more", False), ("more", True))
 ]
+# The peers, run for run on the same runs, at jaxlm's default tolerance (eps^¾) and step limit:
+# MINPACK (scipy ``least_squares(method="lm")``, the exact JAX Jacobian, max_nfev 1000),
+# optimistix ``LevenbergMarquardt(rtol=atol=eps^¾)`` and jaxopt ``LevenbergMarquardt``
+# (tol = xtol = gtol = eps^¾, Cholesky), both under ``jit`` with max_steps 1000.
+PEERS = ("minpack", "optimistix", "jaxopt")
+PEER_TOL = float(np.finfo(np.float64).eps ** 0.75)
+PEER_MAX_STEPS = 1000
 SPREADS = (1e-6, 1e-3, 1e3, 1e6)
 SETS = ("nist", "mgh", "rescaled", "evaporation", "singular")
 
 
 def label(config: dict) -> str:
-    """``levenberg/nielsen+geo`` style name of a configuration."""
+    """``levenberg/nielsen+geo`` style name of a configuration (a peer's own name)."""
+    if "peer" in config:
+        return config["peer"]
+    if not config:
+        return "default"
     return f"{config['damping']}/{config['update']}{'+geo' if config['geodesic'] else ''}"
 
 
@@ -255,33 +283,122 @@ def build_runs(quick: bool = False) -> list[Run]:
     ]
 
 
+@dataclass
+class Outcome:
+    """What a solver returned for one run, in the solver's variables q."""
+
+    q: np.ndarray
+    success: bool
+    status: str
+    steps: int
+    nfev: int
+
+
+def _jaxlm(run: Run, config: dict, q0, args) -> Outcome:
+    sol = jax.block_until_ready(jaxlm.least_squares(run.fun, q0, args=args, **config))
+    status = jaxlm.Status(int(sol.status))
+    return Outcome(np.asarray(sol.params), bool(sol.success), status.name, int(sol.n_steps), int(sol.n_fev))
+
+
+@functools.cache
+def _minpack_funs(fun):
+    return jax.jit(fun), jax.jit(jax.jacfwd(fun))
+
+
+def _minpack(run: Run, q0, args) -> Outcome:
+    fun, jac = _minpack_funs(run.fun)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ref = scipy.optimize.least_squares(
+                lambda q: np.asarray(fun(jnp.asarray(q), *args)),
+                np.asarray(q0),
+                jac=lambda q: np.asarray(jac(jnp.asarray(q), *args)),
+                method="lm",
+                ftol=PEER_TOL,
+                xtol=PEER_TOL,
+                gtol=PEER_TOL,
+                max_nfev=PEER_MAX_STEPS,
+            )
+        except Exception as err:  # MINPACK raises on non-finite residuals
+            return Outcome(np.asarray(q0), False, f"raised {type(err).__name__}", 0, 0)
+    return Outcome(ref.x, bool(ref.success), f"info {ref.status}", int(ref.nfev), int(ref.nfev))
+
+
+@functools.cache
+def _optimistix_solver(fun):
+    solver = optx.LevenbergMarquardt(rtol=PEER_TOL, atol=PEER_TOL)
+
+    def one(q0, args):
+        sol = optx.least_squares(
+            lambda q, a: fun(q, *a), solver, q0, args=args, max_steps=PEER_MAX_STEPS, throw=False
+        )
+        return sol.value, sol.result == optx.RESULTS.successful, sol.stats["num_steps"]
+
+    return jax.jit(one)
+
+
+@functools.cache
+def _jaxopt_solver(fun):
+    lm = jaxopt.LevenbergMarquardt(
+        lambda q, *a: fun(q, *a), maxiter=PEER_MAX_STEPS, tol=PEER_TOL, xtol=PEER_TOL, gtol=PEER_TOL,
+        solver="cholesky",
+    )  # fmt: skip
+
+    def one(q0, args):
+        q, state = lm.run(q0, *args)
+        return q, state.iter_num < PEER_MAX_STEPS, state.iter_num
+
+    return jax.jit(one)
+
+
+def _jitted_peer(solver, q0, args) -> Outcome:
+    q, ok, steps = jax.block_until_ready(solver(q0, args))
+    ok = bool(ok)
+    return Outcome(np.asarray(q), ok, "converged" if ok else "not converged", int(steps), int(steps))
+
+
+def _solve_once(run: Run, config: dict, q0, args) -> Outcome:
+    peer = config.get("peer")
+    if peer is None:
+        return _jaxlm(run, config, q0, args)
+    if peer == "minpack":
+        return _minpack(run, q0, args)
+    if peer == "optimistix":
+        return _jitted_peer(_optimistix_solver(run.fun), q0, args)
+    if peer == "jaxopt":
+        return _jitted_peer(_jaxopt_solver(run.fun), q0, args)
+    raise ValueError(f"unknown peer {peer!r}")
+
+
 def solve(run: Run, config: dict) -> dict:
     """Solve one run (compiling on first use), time a second identical call, judge it."""
     q0 = jnp.asarray(run.p0 / run.scale)
     args = (jnp.asarray(run.scale), *run.data)
-    sol = jaxlm.least_squares(run.fun, q0, args=args, **config)
-    jax.block_until_ready(sol)
+    _solve_once(run, config, q0, args)
     t0 = time.perf_counter()
-    sol = jax.block_until_ready(jaxlm.least_squares(run.fun, q0, args=args, **config))
+    out = _solve_once(run, config, q0, args)
     elapsed = time.perf_counter() - t0
-    p = np.asarray(sol.params) * run.scale
-    rss = 2 * float(sol.cost)
+    p = out.q * run.scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = np.asarray(run.fun(jnp.asarray(out.q), *args))
+        rss = float(r @ r)
     row = {
         "set": run.set,
         "problem": run.problem,
         "start": run.start,
         "spread": run.spread,
         "config": label(config),
-        "status": jaxlm.Status(int(sol.status)).name,
-        "steps": int(sol.n_steps),
-        "nfev": int(sol.n_fev),
+        "status": out.status,
+        "steps": out.steps,
+        "nfev": out.nfev,
         "time_s": elapsed,
         "rss": rss,
     }
     row.update(run.judge(p, rss))
-    stationary, plateau = stationarity(run, np.asarray(sol.params))
-    row["false_success"] = bool(sol.success) and not stationary
-    row["plateau_success"] = bool(sol.success) and plateau
+    stationary, plateau = stationarity(run, out.q)
+    row["false_success"] = out.success and not stationary
+    row["plateau_success"] = out.success and plateau
     return row
 
 
@@ -410,11 +527,10 @@ def run_study(configs, runs, progress=True) -> list[dict]:
     return rows
 
 
-def _config_rows(index: int, quick: bool) -> list[dict]:
+def _config_rows(config: dict, quick: bool) -> list[dict]:
     """One configuration's rows, in a worker process (runs hold closures, so every
     worker builds its own)."""
-    configs = QUICK_CONFIGS if quick else CONFIGS
-    return run_study([configs[index]], build_runs(quick), progress=False)
+    return run_study([config], build_runs(quick), progress=False)
 
 
 def run_parallel(configs, quick: bool, jobs: int) -> list[dict]:
@@ -423,13 +539,15 @@ def run_parallel(configs, quick: bool, jobs: int) -> list[dict]:
     back in configuration order, as from one process."""
     context = multiprocessing.get_context("spawn")  # JAX's runtime does not survive fork
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = [pool.submit(_config_rows, i, quick) for i in range(len(configs))]
+        futures = [pool.submit(_config_rows, config, quick) for config in configs]
         rows = []
         for i, future in enumerate(futures):
             part = future.result()
             rows += part
             solved = sum(r["solved"] for r in part)
-            print(f"[{i + 1}/{len(configs)}] {label(configs[i]):28s} {solved:4d}/{len(part)} solved", flush=True)
+            print(
+                f"[{i + 1}/{len(configs)}] {label(configs[i]):28s} {solved:4d}/{len(part)} solved", flush=True
+            )
     return rows
 
 
@@ -437,11 +555,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few problems per set, 4 configurations")
     parser.add_argument("--out", default=None, help="JSON path (default results/damping_study[_quick].json)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)")
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)"
+    )
+    parser.add_argument(
+        "--configs",
+        default=None,
+        help="comma-separated labels to run, e.g. 'more/nielsen+geo,minpack' (default: all of the set)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     configs = QUICK_CONFIGS if args.quick else CONFIGS
+    if args.configs:
+        known = {label(c): c for c in CONFIGS}
+        wanted = [w.strip() for w in args.configs.split(",") if w.strip()]
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            parser.error(f"--configs: unknown {unknown}; known: {sorted(known)}")
+        configs = [known[w] for w in wanted]
     runs = build_runs(args.quick)
     jobs = min(args.jobs, len(configs))
     t0 = time.perf_counter()

@@ -117,6 +117,12 @@ def _meyer(x):  # (10)
     return x[0] * jnp.exp(x[1] / (t + x[2])) - _MEYER_Y
 
 
+def _gulf(x):  # (11), m = 99
+    t = np.arange(1, 100, dtype=np.float64) / 100
+    y = 25 + (-50 * np.log(t)) ** (2 / 3)
+    return jnp.exp(-(jnp.abs(y - x[1]) ** x[2]) / x[0]) - t
+
+
 def _box3d(x):  # (12), m = 10
     t = 0.1 * np.arange(1, 11, dtype=np.float64)
     return jnp.exp(-t * x[0]) - jnp.exp(-t * x[1]) - x[2] * (np.exp(-t) - np.exp(-10 * t))
@@ -293,7 +299,7 @@ def _osborne2(x):  # (19)
     )
 
 
-def _watson(x):  # (20), m = 31
+def _watson(x):  # (20), m = 31; n = 6, 9, 12
     n = x.shape[0]
     t = np.arange(1, 30, dtype=np.float64) / 29
     j = np.arange(n, dtype=np.float64)
@@ -302,6 +308,17 @@ def _watson(x):  # (20), m = 31
     s2 = (t[:, None] ** j[None, :]) @ x
     r = s1 - s2**2 - 1
     return jnp.concatenate([r, jnp.stack([x[0], x[1] - x[0] ** 2 - 1])])
+
+
+def _extended_rosenbrock(x):  # (21), n = m = 10
+    odd, even = x[0::2], x[1::2]
+    return jnp.stack([10 * (even - odd**2), 1 - odd], axis=1).reshape(-1)
+
+
+def _extended_powell_singular(x):  # (22), n = m = 12
+    a, b, c, d = x[0::4], x[1::4], x[2::4], x[3::4]
+    r = [a + 10 * b, np.sqrt(5) * (c - d), (b - 2 * c) ** 2, np.sqrt(10) * (a - d) ** 2]
+    return jnp.stack(r, axis=1).reshape(-1)
 
 
 def _penalty1(x):  # (23), n = 4, m = 5
@@ -347,9 +364,27 @@ def _discrete_bv(x):  # (28), n = m = 8
     return 2 * x - xp[:-2] - xp[2:] + h**2 * (x + t + 1) ** 3 / 2
 
 
+def _discrete_integral(x):  # (29), n = m = 10
+    n = x.shape[0]
+    h = 1 / (n + 1)
+    t = np.arange(1, n + 1, dtype=np.float64) * h
+    c = (x + t + 1) ** 3
+    lower = np.tril(np.ones((n, n)))  # j <= i
+    left = (1 - t) * ((lower * t[None, :]) @ c)
+    right = t * (((1 - lower) * (1 - t)[None, :]) @ c)
+    return x + h * (left + right) / 2
+
+
 def _broyden_tridiagonal(x):  # (30), n = m = 8
     xp = jnp.concatenate([jnp.zeros(1, x.dtype), x, jnp.zeros(1, x.dtype)])
     return (3 - 2 * x) * x - xp[:-2] - 2 * xp[2:] + 1
+
+
+def _broyden_banded(x):  # (31), n = m = 10, ml = 5, mu = 1
+    n = x.shape[0]
+    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
+    band = ((j != i) & (j >= i - 5) & (j <= i + 1)).astype(np.float64)
+    return x * (2 + 5 * x**2) + 1 - band @ (x * (1 + x))
 
 
 def _linear_full_rank(x):  # (32), n = 5, m = 10
@@ -358,6 +393,34 @@ def _linear_full_rank(x):  # (32), n = 5, m = 10
     head = x - 2 / m * s - 1
     tail = jnp.full((m - x.shape[0],), -2 / m * s - 1)
     return jnp.concatenate([head, tail])
+
+
+def _linear_rank1(x):  # (33), n = 5, m = 10
+    i = np.arange(1, 11, dtype=np.float64)
+    j = np.arange(1, x.shape[0] + 1, dtype=np.float64)
+    return i * (j @ x) - 1
+
+
+def _linear_rank1_zero(x):  # (34), n = 5, m = 10: the first and last columns and rows are zero
+    n = x.shape[0]
+    i = np.arange(1, 11, dtype=np.float64)
+    j = np.arange(1, n + 1, dtype=np.float64)
+    inner = (np.where((j > 1) & (j < n), j, 0.0)) @ x
+    rows = np.where((i > 1) & (i < 10), i - 1, 0.0)
+    return rows * inner - 1
+
+
+def _chebyquad(x):  # (35), n = m
+    n = x.shape[0]
+    # shifted Chebyshev polynomials T_i(2x − 1) by the three-term recurrence
+    u = 2 * x - 1
+    t_prev, t_cur = jnp.ones_like(x), u
+    rows = []
+    for i in range(1, n + 1):
+        integral = -1 / (i * i - 1) if i % 2 == 0 else 0.0
+        rows.append(jnp.mean(t_cur) - integral)
+        t_prev, t_cur = t_cur, 2 * u * t_cur - t_prev
+    return jnp.stack(rows)
 
 
 PROBLEMS: tuple[MGHProblem, ...] = (
@@ -371,6 +434,7 @@ PROBLEMS: tuple[MGHProblem, ...] = (
     MGHProblem("Bard", _bard, (1.0, 1.0, 1.0), 8.21487730657e-3, (17.4286,)),
     MGHProblem("Gaussian", _gaussian, (0.4, 1.0, 0.0), 1.12793276961e-8),
     MGHProblem("Meyer", _meyer, (0.02, 4000.0, 250.0), 87.9458551718),
+    MGHProblem("Gulf", _gulf, (5.0, 2.5, 0.15), 0.0),
     MGHProblem("Box3D", _box3d, (0.0, 10.0, 20.0), 0.0),
     MGHProblem("PowellSingular", _powell_singular, (3.0, -1.0, 0.0, 1.0), 0.0),
     MGHProblem("Wood", _wood, (-3.0, -1.0, -3.0, -1.0), 0.0),
@@ -385,14 +449,29 @@ PROBLEMS: tuple[MGHProblem, ...] = (
     ),
     MGHProblem("Watson6", _watson, (0.0,) * 6, 2.28767005355e-3),
     MGHProblem("Watson9", _watson, (0.0,) * 9, 1.39976140442e-6),
+    MGHProblem("Watson12", _watson, (0.0,) * 12, 4.72238110408e-10),
+    MGHProblem("ExtendedRosenbrock", _extended_rosenbrock, (-1.2, 1.0) * 5, 0.0),
+    MGHProblem("ExtendedPowellSingular", _extended_powell_singular, (3.0, -1.0, 0.0, 1.0) * 3, 0.0),
     MGHProblem("PenaltyI", _penalty1, (1.0, 2.0, 3.0, 4.0), 2.24997750086e-5),
     MGHProblem("PenaltyII", _penalty2, (0.5,) * 4, 9.37629300735e-6),
     MGHProblem("VariablyDimensioned", _variably_dimensioned, tuple(1 - j / 8 for j in range(1, 9)), 0.0),
     MGHProblem("Trigonometric", _trigonometric, (0.2,) * 5, 0.0),
     MGHProblem("BrownAlmostLinear", _brown_almost_linear, (0.5,) * 5, 0.0, (1.0,)),
     MGHProblem("DiscreteBoundaryValue", _discrete_bv, tuple((j / 9) * (j / 9 - 1) for j in range(1, 9)), 0.0),
+    MGHProblem(
+        "DiscreteIntegral", _discrete_integral, tuple((j / 11) * (j / 11 - 1) for j in range(1, 11)), 0.0
+    ),
     MGHProblem("BroydenTridiagonal", _broyden_tridiagonal, (-1.0,) * 8, 0.0),
+    MGHProblem("BroydenBanded", _broyden_banded, (-1.0,) * 10, 0.0),
     MGHProblem("LinearFullRank", _linear_full_rank, (1.0,) * 5, 5.0),
+    # rank-deficient linear problems: f* = m(m − 1)/(2(2m + 1)) and (m² + 3m − 6)/(2(2m − 3)), m = 10
+    MGHProblem("LinearRank1", _linear_rank1, (1.0,) * 5, 90 / 42),
+    MGHProblem("LinearRank1ZeroColumns", _linear_rank1_zero, (1.0,) * 5, 124 / 34),
+    # f* for n = 8 and 10: the paper's 3.51687e-3 and 6.50395e-3, to 12 digits by MINPACK at
+    # xtol = ftol = gtol = 1e-15 from x0
+    MGHProblem("Chebyquad8", _chebyquad, tuple(j / 9 for j in range(1, 9)), 3.51687372568e-3),
+    MGHProblem("Chebyquad9", _chebyquad, tuple(j / 10 for j in range(1, 10)), 0.0),
+    MGHProblem("Chebyquad10", _chebyquad, tuple(j / 11 for j in range(1, 11)), 6.50395480088e-3),
 )
 
 BY_NAME = {p.name: p for p in PROBLEMS}
