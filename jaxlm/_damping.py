@@ -47,7 +47,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-DAMPINGS = ("levenberg", "marquardt", "more")
+DAMPINGS = ("levenberg", "marquardt", "more", "relative")
 UPDATES = ("nielsen", "marquardt")
 
 
@@ -72,11 +72,17 @@ def update_scale(scale: jax.Array | None, normal_diag: jax.Array) -> jax.Array:
     return nd if scale is None else jnp.maximum(scale, nd)
 
 
-def damping_diag(damping: str, scale: jax.Array, normal_diag: jax.Array, unit: jax.Array) -> jax.Array:
+def damping_diag(
+    damping: str, scale: jax.Array, normal_diag: jax.Array, unit: jax.Array, natural: jax.Array
+) -> jax.Array:
     """D for the current point from the running ``scale`` and diag(JᵀJ) there.
 
-    ``unit`` is ``(ρ·c)²``, the caller's identity in normalised units (``levenberg``).
+    ``unit`` is ``(ρ·c)²``, the caller's identity in normalised units (``levenberg``);
+    ``natural`` the identity in the parameters' natural units (``relative``,
+    :class:`jaxlm._units.Units`).
     """
+    if damping == "relative":
+        return jnp.where(jnp.isfinite(natural) & (natural > 0), natural, jnp.ones_like(natural))
     if damping == "levenberg":
         # (ρ·c)² may under- or overflow for extreme units; 1 (normalised) stands in there
         return jnp.where(jnp.isfinite(unit) & (unit > 0), unit, jnp.ones_like(unit))

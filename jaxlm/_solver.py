@@ -111,6 +111,8 @@ class LMState(NamedTuple):
       n_steps: number of trial steps taken (accepted or not).
       n_fev: number of residual evaluations (each with its Jacobian).
       status: a :class:`Status` code (int32).
+      attempt: 0 on the first attempt, 1 once restarted (``restart``); int32.
+      memory: what a restart needs (:class:`Restart`), or None without ``restart``.
     """
 
     params: Any
@@ -123,10 +125,30 @@ class LMState(NamedTuple):
     n_steps: jax.Array
     n_fev: jax.Array
     status: jax.Array
+    attempt: jax.Array = None
+    memory: Any = None
 
     def caller_cost(self) -> jax.Array:
         """½‖r(params)‖² (or the Objective's cost) in the caller's units."""
         return _units.caller_cost(self.units, self.cost)
+
+
+class Restart(NamedTuple):
+    """A member's memory for a second attempt (``LevenbergMarquardt(restart=...)``).
+
+    Attributes:
+      start: the state at x₀, as ``init`` built it, with μ₀ for the restart's damping.
+      first: the first attempt's final state (meaningful once ``attempt == 1``).
+      offset: the trial steps taken before the restart (the step limit is per attempt).
+    """
+
+    start: LMState
+    first: LMState
+    offset: jax.Array
+
+
+RESTART_ON = (Status.MAX_STEPS, Status.NO_PROGRESS)
+"""Failure codes after which a member with ``restart`` set is re-run from its start."""
 
 
 def default_tolerance(dtype) -> float:
@@ -178,11 +200,14 @@ class LevenbergMarquardt:
     gtol: float | None = None
     max_steps: int = 1000
     tau: float = 1e-3
+    restart: str | None = None
 
     def __post_init__(self):
         # options are normalised to plain Python values: they hash alike however given
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         _check.choice("damping", self.damping, _damping.DAMPINGS)
+        if self.restart is not None:
+            _check.choice("restart", self.restart, _damping.DAMPINGS)
         _check.choice("update", self.update, _damping.UPDATES)
         _check.choice("linear_solver", self.linear_solver, _linalg.LINEAR_SOLVERS)
         if not callable(self.jac):
@@ -291,14 +316,18 @@ class LevenbergMarquardt:
             cost=cost * (factor * factor),
             model=_linalg.scale_model(self.linear_solver, model, factor),
             scale=scale * (factor * factor),
-            units=units._replace(residual=units.residual * factor),
+            units=units._replace(residual=units.residual * factor, natural=units.natural * (factor * factor)),
         )
 
-    def _damping_diag(self, scale, model, units):
+    def _damping_diag(self, scale, model, units, attempt=None, damping=None):
+        """D of the current attempt (the restart's damping once ``attempt == 1``)."""
         unit = jnp.square(units.params * units.residual)  # the caller's identity, normalised
-        return _damping.damping_diag(
-            self.damping, scale, _linalg.normal_diag(self.linear_solver, model), unit
-        )
+        nd = _linalg.normal_diag(self.linear_solver, model)
+        first = _damping.damping_diag(damping or self.damping, scale, nd, unit, units.natural)
+        if self.restart is None or attempt is None or damping is not None:
+            return first
+        second = _damping.damping_diag(self.restart, scale, nd, unit, units.natural)
+        return jnp.where(attempt == 0, first, second)
 
     # ------------------------------------------------------------------ init/step/run
     def init(self, fun: Callable, x0, *args) -> LMState:
@@ -333,7 +362,7 @@ class LevenbergMarquardt:
         if self.max_steps == 0:
             status = jnp.where(status == Status.RUNNING, Status.MAX_STEPS, status)
         status = jnp.where(finite, status, Status.NONFINITE).astype(jnp.int32)
-        return LMState(
+        state = LMState(
             params=x0,
             cost=cost,
             mu=mu,
@@ -344,7 +373,14 @@ class LevenbergMarquardt:
             n_steps=jnp.asarray(0, jnp.int32),
             n_fev=jnp.asarray(1, jnp.int32),
             status=status,
+            attempt=jnp.asarray(0, jnp.int32),
         )
+        if self.restart is None:
+            return state
+        diag_again = self._damping_diag(scale, model, units, damping=self.restart)
+        mu_again = _damping.initial_mu(self.tau, nd, diag_again)
+        start = state._replace(mu=mu_again, attempt=jnp.asarray(1, jnp.int32))
+        return state._replace(memory=Restart(start, state, jnp.asarray(0, jnp.int32)))
 
     def step(self, fun: Callable, state: LMState, *args) -> LMState:
         """One trial step: propose, evaluate, accept or reject, stopping tests.  A member
@@ -354,7 +390,7 @@ class LevenbergMarquardt:
         flat_fun, user_jac_t = self._normalised(fun, unravel, units, args, x.dtype)
         z = x / units.params  # exact: the factors are powers of two
         mode = self._jacobian_mode(flat_fun, z)
-        diag = self._damping_diag(scale, model, units)
+        diag = self._damping_diag(scale, model, units, state.attempt)
         step, ok, predicted, n_evals = self._propose(flat_fun, user_jac_t, z, state.mu, diag, model, mode)
         trial = z + step
         r_new, cost_new, jac_new = self._linearise(flat_fun, user_jac_t, trial, mode)
@@ -371,6 +407,7 @@ class LevenbergMarquardt:
         z_sel = jnp.where(accepted, trial, z)
         cost_sel = jnp.where(accepted, cost_new, cost)
         n_steps = state.n_steps + 1
+        offset = 0 if state.memory is None else state.memory.offset
         # an informative step (see _stopping) needs a successful solve and a finite trial
         status = self._stopping(
             _Trial(step, z_sel, cost, cost_sel, actual, predicted, rho, accepted, ok & finite_new),
@@ -383,7 +420,7 @@ class LevenbergMarquardt:
             model_sel,
             model_new,
             r_new,
-            n_steps,
+            n_steps - offset,
         )
         new = self._renormalised(
             LMState(
@@ -397,10 +434,35 @@ class LevenbergMarquardt:
                 n_steps=n_steps,
                 n_fev=state.n_fev + n_evals,
                 status=status.astype(jnp.int32),
+                attempt=state.attempt,
+                memory=state.memory,
             )
         )
+        if self.restart is not None:
+            new = self._restarted(new)
         running = state.status == Status.RUNNING
         return jax.tree_util.tree_map(lambda a, b: jnp.where(running, a, b), new, state)
+
+    def _restarted(self, new: LMState) -> LMState:
+        """The state after a step, with ``restart``: a first attempt that has just failed
+        (:data:`RESTART_ON`) starts again from x₀ with the restart's damping; a second
+        attempt that has just stopped keeps whichever of the two final points has the
+        lower cost (the second on a tie), with that attempt's status.  Step and
+        evaluation counts are totals over both attempts."""
+        memory = new.memory
+        failed = jnp.isin(new.status, jnp.asarray(RESTART_ON, jnp.int32))
+        again = (new.attempt == 0) & failed
+        counts = {"n_steps": new.n_steps, "n_fev": new.n_fev}
+        core = new._replace(memory=None)
+        restarted = memory.start._replace(**counts, memory=Restart(memory.start, core, new.n_steps))
+        # the second attempt has stopped: compare ½‖r‖² in the caller's units (the two
+        # attempts' residual factors may differ after renormalisation)
+        done = (new.attempt == 1) & (new.status != Status.RUNNING)
+        first = memory.first
+        first_better = done & (_log_caller_cost(first) < _log_caller_cost(core))
+        kept = first._replace(**counts, attempt=new.attempt, memory=memory)
+        out = jax.tree_util.tree_map(lambda a, b: jnp.where(again, a, b), restarted, new)
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(first_better, a, b), kept, out)
 
     def _propose(self, flat_fun, user_jac_t, z, mu, diag, model, mode):
         """The trial step from ``(A + μD) h = −g`` (one factorisation), plus half the
@@ -510,6 +572,14 @@ class LevenbergMarquardt:
         return jax.lax.while_loop(
             lambda s: s.status == Status.RUNNING, lambda s: self.step(fun, s, *args), state
         )
+
+
+def _log_caller_cost(state: LMState) -> jax.Array:
+    """log of ½‖r‖² in the caller's units, ``log C − 2 log ρ``: comparable between
+    states whose residual factors differ, without forming C/ρ² (which may overflow);
+    NaN as +inf, so that a finite cost always compares lower."""
+    value = jnp.log(state.cost) - 2 * jnp.log(state.units.residual)
+    return jnp.where(jnp.isnan(value), jnp.inf, value)
 
 
 class _Trial(NamedTuple):

@@ -44,15 +44,23 @@ class Units(NamedTuple):
     Attributes:
       residual: ρ, a scalar power of two; the solver's residual is ``ρ·r``.
       params: c, shape (n,), powers of two; the solver's variables are ``z = x / c``.
+      natural: shape (n,), the identity in each parameter's *natural unit* ``u_j``,
+        expressed in normalised units: ``(ρ·c_j / u_j)²`` relative to the start's ρ
+        (the D of ``damping="relative"``, :mod:`jaxlm._damping`).  ``u_j = |x₀_j|``,
+        or for a parameter started at 0 the change that moves the residual by its own
+        size, ``max|r(x₀)| / max|∂r/∂x_j|``; 1 where neither exists.  Not a power of
+        two: it transforms with the units of the data and parameters, so the path it
+        gives is the same for any rescaling, up to rounding.
     """
 
     residual: jax.Array
     params: jax.Array
+    natural: jax.Array
 
 
 def identity(n: int, dtype) -> Units:
     """No rescaling (ρ = 1, c = 1)."""
-    return Units(jnp.ones((), dtype), jnp.ones((n,), dtype))
+    return Units(jnp.ones((), dtype), jnp.ones((n,), dtype), jnp.ones((n,), dtype))
 
 
 def power_of_two(exponent: jax.Array, dtype) -> jax.Array:
@@ -100,7 +108,15 @@ def from_start(res: jax.Array, jac_t: jax.Array, x: jax.Array) -> Units:
     negligible = seen & (from_value < from_column + jnp.finfo(res.dtype).minexp // 2)
     valued = valued & ~negligible
     k = jnp.where(valued, from_value, jnp.where(seen, from_column, 0))
-    return Units(power_of_two(-e_r, dtype), power_of_two(k, dtype))
+    rho, c = power_of_two(-e_r, dtype), power_of_two(k, dtype)
+    # c_j/u_j from normalised quantities (never overflows): 1/|z₀_j|, or the normalised
+    # column's size over the normalised residual's, both in [½, 1) up to rounding
+    r_norm = jnp.max(jnp.abs(res)) * rho
+    r_norm = jnp.where(jnp.isfinite(r_norm) & (r_norm > 0), r_norm, 1)
+    ratio = jnp.where(
+        valued, c / jnp.where(valued, jnp.abs(x), 1), jnp.where(seen, col_max * (rho * c) / r_norm, 1)
+    )
+    return Units(rho, c, jnp.square(ratio))
 
 
 def normalise(units: Units, res: jax.Array, jac_t: jax.Array) -> tuple[jax.Array, jax.Array]:
