@@ -5,7 +5,11 @@ JAX Jacobian, scipy's default tolerances), run for run.
 A run is solved when ‖r‖² reaches the paper's global minimum f* (relative 1e-6,
 absolute 1e-10).  Writes benchmarks/results/classic.json.
 
-    python benchmarks/classic.py [--damping levenberg|more|marquardt] [--no-geodesic]
+    python benchmarks/classic.py [--damping levenberg|more|marquardt|relative] [--restart D|none]
+                                 [--no-geodesic]
+
+The peers optimistix and jaxopt, and every damping, run on the same problems in
+``benchmarks/damping_study.py`` (its ``mgh`` set).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from jaxlm.problems import mgh  # noqa: E402
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--damping", default=None, choices=("levenberg", "more", "marquardt"))
+    dampings = ("levenberg", "more", "marquardt", "relative")
+    parser.add_argument("--damping", default=None, choices=dampings)
+    parser.add_argument("--restart", default=None, choices=(*dampings, "none"))
     parser.add_argument("--no-geodesic", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/classic.json")
     args = parser.parse_args(argv)
@@ -39,6 +45,8 @@ def main(argv=None):
         options["damping"] = args.damping
     if args.no_geodesic:
         options["geodesic"] = False
+    if args.restart:
+        options["restart"] = None if args.restart == "none" else args.restart
 
     rows = []
     t0 = time.perf_counter()

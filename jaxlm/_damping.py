@@ -8,17 +8,32 @@ The damped step solves ``(A + μD) h = −g`` with ``A = JᵀJ``.  The choice of
 ``"marquardt"``   D = diag(A) at the current point.  Scale invariant; singular where a
                   column of J vanishes, hence the floor below.
 ``"more"``        D = running maximum of diag(A) over the iterates (Moré 1978; MINPACK,
-                  GSL's default, Gpufit since 2017; jaxlm's default).  Scale invariant,
-                  and D never shrinks when a column of J temporarily becomes small.
+                  GSL's default, Gpufit since 2017).  Scale invariant, and D never
+                  shrinks when a column of J temporarily becomes small — nor after a
+                  far start whose curvature was enormous: MGH Chebyquad from 10·x0 starts
+                  where diag A is ~10¹² times its value at the solution, and every later
+                  step stays damped by that memory until the step limit.
+``"relative"``    D = I in each parameter's *natural unit* u_j, fixed at the start:
+                  D_j = 1/u_j² in the caller's units, with u_j = |x₀_j|, or for a
+                  parameter started at 0 the change that moves the residual by its own
+                  size (``max|r(x₀)| / max|∂r/∂x_j|``).  Identity damping — what makes
+                  ``levenberg`` robust on problems posed in sensible units — made scale
+                  invariant: u_j carries the parameter's unit, so a rescaled problem
+                  follows the same path.  Not floored (D is fixed and positive).
 
-``benchmarks/damping_study.py`` compares the three (README, "Which damping?").
+``benchmarks/damping_study.py`` compares the four, and the *restart* combinations
+(:class:`jaxlm.LevenbergMarquardt`'s ``restart``: a member that stops with MAX_STEPS or
+NO_PROGRESS runs again from x₀ with a second damping, and the lower cost is kept), with
+MINPACK, optimistix and jaxopt run for run (README, "Which damping?").
 
-All three are applied in the solver's *normalised units* (see :mod:`jaxlm._units`):
+All four are applied in the solver's *normalised units* (see :mod:`jaxlm._units`):
 the residual and every parameter are rescaled by powers of two fixed at the start, so
 that r and each parameter are O(1).  That rescaling is exact in floating point, so
 ``more`` and ``marquardt`` follow the same path whatever the units of the data and the
 parameters; ``levenberg`` keeps its meaning of identity damping *in the caller's
-units* through ``D = (ρ·c)²`` (ρ the residual's factor, c the parameters').
+units* through ``D = (ρ·c)²`` (ρ the residual's factor, c the parameters'), and
+``relative`` is ``(ρ·c/u)²`` (``Units.natural``), the same path for any rescaling up
+to rounding (bit for bit when the factors are powers of two).
 
 ``more``'s and ``marquardt``'s D are floored so ``A + μD`` stays positive definite when a column of J is zero
 or all but zero: ``D_i ≥ eps² · max_j D_j`` (D = 1 when every column is zero).  In the
@@ -31,7 +46,7 @@ caller's units, as before issue 12, the same floor damped the centre of a Gaussi
 amperes as if it were 10¹⁰ times steeper and stopped the fit at its start.)
 
 μ is dimensionless for ``marquardt``/``more`` and carries the units of A for
-``levenberg``.  The starting value ``μ₀ = τ · max_i(A_ii / D_i)`` (Nielsen 1999, Madsen,
+``levenberg`` and ``relative``.  The starting value ``μ₀ = τ · max_i(A_ii / D_i)`` (Nielsen 1999, Madsen,
 Nielsen & Tingleff 2004) is therefore ``τ`` for the scale-invariant choices, which keeps
 their whole path invariant under a rescaling of the parameters.
 

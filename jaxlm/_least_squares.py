@@ -61,7 +61,8 @@ def least_squares(
       args: extra arguments passed to ``fun`` (data, hyperparameters).
       solver: a :class:`jaxlm.LevenbergMarquardt` holding the solver options; or give
         them as keywords instead (``**options``), one for one: ``damping`` (``"more"``,
-        ``"levenberg"``, ``"marquardt"``), ``update``, ``linear_solver``, ``jac``
+        ``"relative"``, ``"levenberg"``, ``"marquardt"``), ``restart`` (a damping, or
+        None), ``update``, ``linear_solver``, ``jac``
         (``"fwd"``, ``"rev"`` or ``jac(params, *args) -> (m, n)``), ``geodesic``,
         ``geodesic_alpha``, ``ftol``/``xtol``/``gtol`` (None: ``eps^(3/4)`` of the
         dtype), ``max_steps``, ``tau`` — see :class:`jaxlm.LevenbergMarquardt`.

@@ -60,11 +60,18 @@ SOLVER_CONFIGS = [
     for d, u, s, g in itertools.product(
         ("levenberg", "marquardt", "more"), ("nielsen", "marquardt"), ("qr", "cholesky"), (False, True)
     )
+] + [
+    dict(damping="relative", update="nielsen", linear_solver=s, geodesic=g, restart=r)
+    for s, g, r in (
+        ("qr", False, "more"), ("cholesky", True, "more"), ("cholesky", False, None), ("qr", True, None)
+    )
 ]
 
 
 def config_id(c):
-    return "-".join(f"{v}" if not isinstance(v, bool) else ("geo" if v else "nogeo") for v in c.values())
+    return "-".join(
+        f"{v}" if not isinstance(v, bool) else ("geo" if v else "nogeo") for v in c.values() if v is not None
+    )
 
 
 def as_args(problem, dtype=jnp.float64):

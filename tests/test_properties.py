@@ -34,7 +34,7 @@ params = st.tuples(
 configs = st.sampled_from(
     [
         dict(damping=d, update=u, geodesic=g)
-        for d in ("levenberg", "marquardt", "more")
+        for d in ("levenberg", "marquardt", "more", "relative")
         for u in ("nielsen", "marquardt")
         for g in (False, True)
     ]
@@ -97,7 +97,7 @@ scales = st.tuples(
     st.integers(-100, 100),  # data (and amplitude, offset) scaled by 2^k
     st.integers(-60, 60),  # the rate's unit: the solver sees q = b·2^j
     st.sampled_from(["float32", "float64"]),
-    st.sampled_from(["more", "marquardt"]),
+    st.sampled_from(["more", "marquardt", "relative"]),
 )
 
 
@@ -110,8 +110,8 @@ def _scaled(p, t, y, unit):
 def test_success_means_stationary_and_units_do_not_change_the_path(draw, scale):
     """Random well-posed problems in random units (data ×2^k, a parameter ×2^j):
     success ⇒ the gradient test holds at the returned point, and the path is the
-    unscaled one bit for bit (`more`, `marquardt`: scale invariant; powers of two:
-    exact), so the step count, status and parameters are identical."""
+    unscaled one bit for bit (`more`, `marquardt`, `relative`: scale invariant; powers
+    of two: exact), so the step count, status and parameters are identical."""
     k, j, dtype, damping = scale
     if dtype == "float32":  # keep every Jacobian entry a normal float32 number
         k, j = max(-50, min(50, k)), max(-50, min(50, j))

@@ -8,6 +8,7 @@ import scipy.optimize
 
 import jaxlm
 from jaxlm import Status
+from jaxlm.problems import mgh
 from tests.helpers import PROBLEMS, SOLVER_CONFIGS, Compiles, as_args, config_id
 
 
@@ -57,7 +58,7 @@ def test_tolerances_default_from_dtype():
     assert jaxlm.default_tolerance(jnp.float32) == pytest.approx(np.finfo(np.float32).eps ** 0.75)
 
 
-@pytest.mark.parametrize("damping", ["more", "marquardt"])
+@pytest.mark.parametrize("damping", ["more", "marquardt", "relative"])
 @pytest.mark.parametrize("linear_solver", ["qr", "cholesky"])
 def test_scale_invariance(damping, linear_solver):
     """Fitting c = b / s follows the same path for any positive diagonal s."""
@@ -274,6 +275,8 @@ def test_works_under_jit():
         (dict(ftol=-1.0), ValueError, "ftol"),
         (dict(max_steps=-2), ValueError, "max_steps"),
         (dict(tau=0.0), ValueError, "tau"),
+        (dict(restart="yes"), ValueError, "restart"),
+        (dict(restart=True), ValueError, "restart"),
     ],
 )
 def test_bad_options_raise_naming_the_argument(kwargs, exc, word):
@@ -301,3 +304,62 @@ def test_integer_start_is_promoted_and_input_untouched():
     assert jnp.issubdtype(sol.params.dtype, jnp.floating)
     np.testing.assert_array_equal(x0, [1, 1, 0])
     assert bool(sol.success)
+
+
+# --- damping="relative" and restart= (the damping study's candidates) ----------------
+def _mgh_run(name, factor, dtype=jnp.float64, **options):
+    problem = mgh.BY_NAME[name]
+    x0 = jnp.asarray(mgh.starts(problem, (factor,))[0], dtype)
+    sol = jaxlm.least_squares(problem.fun, x0, **options)
+    r = np.asarray(problem.fun(sol.params), np.float64)
+    return problem, sol, float(r @ r)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_relative_damping_is_not_stuck_at_the_curvature_of_a_far_start(dtype):
+    """Chebyquad (n = 8) from 10·x0: the start's curvature is ~10¹² times the solution's
+    in the largest parameters.  Moré's running maximum keeps D there for ever and
+    crawls to the step limit; identity damping in the parameters' natural units (their
+    start's size) does not remember it and reaches the paper's f*."""
+    problem, more, f_more = _mgh_run("Chebyquad8", 10.0, dtype, damping="more")
+    assert Status(int(more.status)) == Status.MAX_STEPS and f_more > 1e3
+    problem, rel, f_rel = _mgh_run("Chebyquad8", 10.0, dtype, damping="relative")
+    assert bool(rel.success)
+    rtol = 1e-6 if dtype == jnp.float64 else 1e-3
+    assert mgh.solved(problem, f_rel, rtol=rtol), f_rel
+
+
+def test_restart_runs_failed_members_again_with_the_other_damping():
+    """MGH Osborne 1 from 100·x0: relative damping stops with NO_PROGRESS at RSS 0.0245;
+    with ``restart="more"`` the member runs again from x₀ with Moré's scaling and
+    reaches f*.  Counts are totals over both attempts; a batch, where the other member
+    succeeds on its first attempt, gives each member its solo answer."""
+    problem, first, f_first = _mgh_run("Osborne1", 100.0, damping="relative")
+    assert Status(int(first.status)) == Status.NO_PROGRESS and not mgh.solved(problem, f_first)
+    _, again, f_again = _mgh_run("Osborne1", 100.0, damping="relative", restart="more")
+    assert bool(again.success) and mgh.solved(problem, f_again)
+    _, second, _ = _mgh_run("Osborne1", 100.0, damping="more")
+    assert int(again.n_steps) == int(first.n_steps) + int(second.n_steps)
+    np.testing.assert_allclose(np.asarray(again.params), np.asarray(second.params), rtol=1e-9)
+
+    x0 = jnp.asarray(np.stack([mgh.starts(problem, (100.0,))[0], problem.x0]))
+    batch = jaxlm.least_squares_batch(problem.fun, x0, damping="relative", restart="more")
+    solo = jaxlm.least_squares(problem.fun, x0[1], damping="relative", restart="more")
+    assert [int(s) for s in batch.status] == [int(again.status), int(solo.status)]
+    assert [int(s) for s in batch.n_steps] == [int(again.n_steps), int(solo.n_steps)]
+    np.testing.assert_allclose(np.asarray(batch.params[0]), np.asarray(again.params), rtol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_restart_keeps_the_better_attempt_with_its_status(dtype):
+    """Rosenbrock with max_steps = 4: both attempts stop at the step limit; the result is
+    the lower of their two costs, with its parameters, and says MAX_STEPS."""
+    x0 = jnp.asarray([-1.2, 1.0], dtype)
+    fun = mgh.BY_NAME["Rosenbrock"].fun
+    runs = {d: jaxlm.least_squares(fun, x0, damping=d, max_steps=4) for d in ("more", "levenberg")}
+    for first, second in (("more", "levenberg"), ("levenberg", "more")):
+        sol = jaxlm.least_squares(fun, x0, damping=first, restart=second, max_steps=4)
+        best = min(runs.values(), key=lambda s: float(s.cost))
+        assert Status(int(sol.status)) == Status.MAX_STEPS and int(sol.n_steps) == 8
+        assert float(sol.cost) == pytest.approx(float(best.cost), rel=1e-5)
+        np.testing.assert_allclose(np.asarray(sol.params), np.asarray(best.params), rtol=1e-5)
