@@ -302,7 +302,8 @@ class Outcome:
 
 
 def _jaxlm(run: Run, config: dict, q0, args) -> Outcome:
-    sol = jax.block_until_ready(jaxlm.least_squares(run.fun, q0, args=args, **config))
+    options = {"restart": None, **config}  # a configuration without a restart has none
+    sol = jax.block_until_ready(jaxlm.least_squares(run.fun, q0, args=args, **options))
     status = jaxlm.Status(int(sol.status))
     return Outcome(np.asarray(sol.params), bool(sol.success), status.name, int(sol.n_steps), int(sol.n_fev))
 

@@ -15,6 +15,7 @@ import scipy.optimize
 import jaxlm
 from jaxlm.problems import mgh
 
+
 @pytest.mark.parametrize("problem", mgh.PROBLEMS, ids=lambda p: p.name)
 def test_solves_every_run_minpack_solves(problem):
     fun = jax.jit(problem.fun)

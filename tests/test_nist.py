@@ -8,6 +8,7 @@ import pytest
 import jaxlm
 from jaxlm.problems import nist
 
+
 @pytest.mark.parametrize("name", nist.names())
 def test_nist_default_options_both_starts(name):
     problem = nist.load(name)

@@ -187,9 +187,12 @@ def test_converged_member_is_frozen():
 
 
 def test_max_steps_status():
+    """The limit is per attempt: by default a member stopped by it runs once more."""
     problem = PROBLEMS["rosenbrock"]
-    sol = jaxlm.least_squares(problem.fun, jnp.asarray(problem.x0), max_steps=3)
+    sol = jaxlm.least_squares(problem.fun, jnp.asarray(problem.x0), max_steps=3, restart=None)
     assert int(sol.status) == Status.MAX_STEPS and int(sol.n_steps) == 3 and not bool(sol.success)
+    sol = jaxlm.least_squares(problem.fun, jnp.asarray(problem.x0), max_steps=3)
+    assert int(sol.status) == Status.MAX_STEPS and int(sol.n_steps) == 6 and not bool(sol.success)
 
 
 def test_nonfinite_model_value_at_start():
@@ -321,9 +324,9 @@ def test_relative_damping_is_not_stuck_at_the_curvature_of_a_far_start(dtype):
     in the largest parameters.  Moré's running maximum keeps D there for ever and
     crawls to the step limit; identity damping in the parameters' natural units (their
     start's size) does not remember it and reaches the paper's f*."""
-    problem, more, f_more = _mgh_run("Chebyquad8", 10.0, dtype, damping="more")
+    problem, more, f_more = _mgh_run("Chebyquad8", 10.0, dtype, damping="more", restart=None)
     assert Status(int(more.status)) == Status.MAX_STEPS and f_more > 1e3
-    problem, rel, f_rel = _mgh_run("Chebyquad8", 10.0, dtype, damping="relative")
+    problem, rel, f_rel = _mgh_run("Chebyquad8", 10.0, dtype, damping="relative", restart=None)
     assert bool(rel.success)
     rtol = 1e-6 if dtype == jnp.float64 else 1e-3
     assert mgh.solved(problem, f_rel, rtol=rtol), f_rel
@@ -334,11 +337,11 @@ def test_restart_runs_failed_members_again_with_the_other_damping():
     with ``restart="more"`` the member runs again from x₀ with Moré's scaling and
     reaches f*.  Counts are totals over both attempts; a batch, where the other member
     succeeds on its first attempt, gives each member its solo answer."""
-    problem, first, f_first = _mgh_run("Osborne1", 100.0, damping="relative")
+    problem, first, f_first = _mgh_run("Osborne1", 100.0, damping="relative", restart=None)
     assert Status(int(first.status)) == Status.NO_PROGRESS and not mgh.solved(problem, f_first)
     _, again, f_again = _mgh_run("Osborne1", 100.0, damping="relative", restart="more")
     assert bool(again.success) and mgh.solved(problem, f_again)
-    _, second, _ = _mgh_run("Osborne1", 100.0, damping="more")
+    _, second, _ = _mgh_run("Osborne1", 100.0, damping="more", restart=None)
     assert int(again.n_steps) == int(first.n_steps) + int(second.n_steps)
     np.testing.assert_allclose(np.asarray(again.params), np.asarray(second.params), rtol=1e-9)
 
@@ -356,7 +359,7 @@ def test_restart_keeps_the_better_attempt_with_its_status(dtype):
     the lower of their two costs, with its parameters, and says MAX_STEPS."""
     x0 = jnp.asarray([-1.2, 1.0], dtype)
     fun = mgh.BY_NAME["Rosenbrock"].fun
-    runs = {d: jaxlm.least_squares(fun, x0, damping=d, max_steps=4) for d in ("more", "levenberg")}
+    runs = {d: jaxlm.least_squares(fun, x0, damping=d, restart=None, max_steps=4) for d in ("more", "levenberg")}
     for first, second in (("more", "levenberg"), ("levenberg", "more")):
         sol = jaxlm.least_squares(fun, x0, damping=first, restart=second, max_steps=4)
         best = min(runs.values(), key=lambda s: float(s.cost))
