@@ -359,7 +359,9 @@ def test_restart_keeps_the_better_attempt_with_its_status(dtype):
     the lower of their two costs, with its parameters, and says MAX_STEPS."""
     x0 = jnp.asarray([-1.2, 1.0], dtype)
     fun = mgh.BY_NAME["Rosenbrock"].fun
-    runs = {d: jaxlm.least_squares(fun, x0, damping=d, restart=None, max_steps=4) for d in ("more", "levenberg")}
+    runs = {
+        d: jaxlm.least_squares(fun, x0, damping=d, restart=None, max_steps=4) for d in ("more", "levenberg")
+    }
     for first, second in (("more", "levenberg"), ("levenberg", "more")):
         sol = jaxlm.least_squares(fun, x0, damping=first, restart=second, max_steps=4)
         best = min(runs.values(), key=lambda s: float(s.cost))
