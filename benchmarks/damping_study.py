@@ -366,6 +366,11 @@ def _jitted_peer(solver, q0, args) -> Outcome:
     return Outcome(np.asarray(q), ok, "converged" if ok else "not converged", int(steps), int(steps))
 
 
+def available(config: dict) -> bool:
+    """Whether this configuration can run here (optimistix and jaxopt are optional)."""
+    return {"optimistix": optx, "jaxopt": jaxopt}.get(config.get("peer"), True) is not None
+
+
 def _solve_once(run: Run, config: dict, q0, args) -> Outcome:
     peer = config.get("peer")
     if peer is None:
