@@ -410,7 +410,7 @@ class LevenbergMarquardt:
         mu_new, nu_new = _damping.update_mu(self.update, accepted, rho, state.mu, state.nu)
         nd_new = _linalg.normal_diag(self.linear_solver, model_new)
         scale_new = jnp.where(accepted, _damping.update_scale(scale, nd_new), scale)
-        model_sel = jax.tree_util.tree_map(lambda a, b: jnp.where(accepted, a, b), model_new, model)
+        model_sel = _select(accepted, model_new, model)
         z_sel = jnp.where(accepted, trial, z)
         cost_sel = jnp.where(accepted, cost_new, cost)
         n_steps = state.n_steps + 1
@@ -446,14 +446,13 @@ class LevenbergMarquardt:
             )
         )
         running = state.status == Status.RUNNING
-        select = lambda c, a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)  # noqa: E731
         if self.restart is None:
-            return select(running, new, state)
+            return _select(running, new, state)
         core, memory = self._restarted(new._replace(memory=None), state.memory)
         # the start never changes: it is carried, not selected
-        core = select(running, core, state._replace(memory=None))
+        core = _select(running, core, state._replace(memory=None))
         old = state.memory
-        first, offset = select(running, (memory.first, memory.offset), (old.first, old.offset))
+        first, offset = _select(running, (memory.first, memory.offset), (old.first, old.offset))
         return core._replace(memory=Restart(state.memory.start, first, offset))
 
     def _restarted(self, new: LMState, memory: Restart) -> tuple[LMState, Restart]:
@@ -462,7 +461,6 @@ class LevenbergMarquardt:
         restart's damping; a second attempt that has just stopped keeps whichever of the
         two final points has the lower cost (the second on a tie), with that attempt's
         status.  Step and evaluation counts are totals over both attempts."""
-        select = lambda c, a, b: jax.tree_util.tree_map(lambda u, v: jnp.where(c, u, v), a, b)  # noqa: E731
         failed = jnp.isin(new.status, jnp.asarray(RESTART_ON, jnp.int32))
         again = (new.attempt == 0) & failed
         counts = {"n_steps": new.n_steps, "n_fev": new.n_fev}
@@ -470,9 +468,9 @@ class LevenbergMarquardt:
         # attempts' residual factors may differ after renormalisation)
         done = (new.attempt == 1) & (new.status != Status.RUNNING)
         first_better = done & (_log_caller_cost(memory.first) < _log_caller_cost(new))
-        core = select(again, memory.start._replace(**counts), new)
-        core = select(first_better, memory.first._replace(**counts, attempt=new.attempt), core)
-        first = select(again, new, memory.first)
+        core = _select(again, memory.start._replace(**counts), new)
+        core = _select(first_better, memory.first._replace(**counts, attempt=new.attempt), core)
+        first = _select(again, new, memory.first)
         return core, Restart(memory.start, first, jnp.where(again, new.n_steps, memory.offset))
 
     def _propose(self, flat_fun, user_jac_t, z, mu, diag, model, mode):
@@ -583,6 +581,11 @@ class LevenbergMarquardt:
         return jax.lax.while_loop(
             lambda s: s.status == Status.RUNNING, lambda s: self.step(fun, s, *args), state
         )
+
+
+def _select(condition, a, b):
+    """``where(condition, a, b)`` leaf by leaf over two pytrees of the same structure."""
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(condition, u, v), a, b)
 
 
 def _log_caller_cost(state: LMState) -> jax.Array:
