@@ -22,7 +22,7 @@ from jaxlm._fitting._inputs import (
     resolve_model,
 )
 from jaxlm._fitting._objective import ESTIMATORS, LOSSES, Config, ModelWithJacobian, weighted_residuals
-from jaxlm._fitting._result import FitResult, warn_if_no_covariance
+from jaxlm._fitting._result import FitResult, param_names, warn_if_no_covariance
 from jaxlm._fitting._run import fit_batch, fit_driven
 from jaxlm._least_squares import solver_from
 from jaxlm._solver import LevenbergMarquardt
@@ -159,6 +159,7 @@ def fit(
       histograms", Nature Methods 7, 338 (2010).
     """
     model, fn = resolve_model(f)
+    user_fn = fn
     fn, cfg_options, solver = _solver_from_options(
         fn, solver, solver_options, host_model(fn, model, xdata, p0)
     )
@@ -215,7 +216,7 @@ def fit(
         res = fit_batch(cfg, prep.batch, prep.data)
     if concrete:
         warn_if_no_covariance(res)
-    return res
+    return dataclasses.replace(res, param_names=param_names(user_fn, model, res.params.shape[-1]))
 
 
 @follows_data_precision

@@ -3,6 +3,9 @@ fit layer's statuses, and scipy's warning when a covariance cannot be estimated.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import warnings
 from typing import NamedTuple
 
@@ -10,15 +13,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm._fitting import _report
 from jaxlm._fitting._covariance import covariance
 from jaxlm._fitting._objective import Config, objective
 from jaxlm._fitting._transform import to_params
 from jaxlm._solver import Objective
 from jaxlm._status import Status, is_success
 
+_DATA_FIELDS = (
+    "params",
+    "pcov",
+    "perr",
+    "chi2",
+    "dof",
+    "cost",
+    "status",
+    "success",
+    "n_steps",
+    "n_fev",
+    "n_points",
+    "rsquared",
+)
 
-class FitResult(NamedTuple):
-    """Result of :func:`fit`; a pytree whose fields carry the batch shape of the data.
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=_DATA_FIELDS, meta_fields=("param_names",))
+@dataclasses.dataclass(frozen=True, repr=False)
+class FitResult:
+    """Result of :func:`fit`; a pytree whose array fields carry the batch shape of the data.
 
     Attributes:
       params: best-fit parameters ``(..., n)``.
@@ -31,6 +52,15 @@ class FitResult(NamedTuple):
       status: :class:`jaxlm.Status` codes (int32).
       success: ``status`` is one of the ``CONVERGED_*`` codes.
       n_steps, n_fev: LM steps and function evaluations.
+      n_points: data points used (not masked or omitted), int32.
+      rsquared: ``1 − Σ(y − f)²/Σ(y − ȳ)²`` over the points used, unweighted (lmfit's R²).
+      param_names: one name per parameter: the model's, or those of ``f``'s signature
+        after x (``p0, p1, …`` when it has ``*params``).  Static (not a pytree leaf).
+
+    Derived (as lmfit): :attr:`redchi`, :attr:`aic`, :attr:`bic`, :attr:`correl`;
+    :meth:`report` and :meth:`summary` for people, :meth:`to_dict` / :meth:`to_dataframe`
+    for tables (one row per fit).  ``result[i]`` is the i-th fit of a batch (any numpy
+    index over the batch axes), itself a :class:`FitResult`.
     """
 
     params: jax.Array
@@ -43,6 +73,104 @@ class FitResult(NamedTuple):
     success: jax.Array
     n_steps: jax.Array
     n_fev: jax.Array
+    n_points: jax.Array
+    rsquared: jax.Array
+    param_names: tuple[str, ...] = ()
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return tuple(self.status.shape)
+
+    @property
+    def n_varys(self):
+        """Parameters fitted (not fixed): ``n_points − dof``."""
+        return self.n_points - self.dof
+
+    @property
+    def redchi(self):
+        """Reduced χ²: ``chi2 / max(dof, 1)`` (lmfit's ``redchi``)."""
+        xp = _xp(self.chi2)
+        return self.chi2 / xp.maximum(self.dof, 1).astype(self.chi2.dtype)
+
+    @property
+    def aic(self):
+        """Akaike's criterion ``N log(χ²/N) + 2 n_varys`` (lmfit's ``aic``)."""
+        return self._neg2_log_likelihood() + 2 * self.n_varys.astype(self.chi2.dtype)
+
+    @property
+    def bic(self):
+        """Bayesian criterion ``N log(χ²/N) + log(N) n_varys`` (lmfit's ``bic``)."""
+        xp = _xp(self.chi2)
+        n = self.n_points.astype(self.chi2.dtype)
+        return self._neg2_log_likelihood() + xp.log(n) * self.n_varys.astype(self.chi2.dtype)
+
+    @property
+    def correl(self):
+        """Correlation matrix of the parameters ``(..., n, n)`` (0 for a fixed one)."""
+        xp = _xp(self.pcov)
+        outer = self.perr[..., :, None] * self.perr[..., None, :]
+        return xp.where(outer > 0, self.pcov / xp.where(outer > 0, outer, 1), 0)
+
+    def _neg2_log_likelihood(self):
+        xp = _xp(self.chi2)
+        n = self.n_points.astype(self.chi2.dtype)
+        chi2 = xp.maximum(self.chi2, xp.finfo(self.chi2.dtype).tiny * n)
+        return n * xp.log(chi2 / n)
+
+    def __getitem__(self, index) -> FitResult:
+        if not isinstance(index, tuple):
+            index = (index,)
+        if len(index) > len(self.batch_shape) and Ellipsis not in index:
+            raise IndexError(f"too many indices for a batch of shape {self.batch_shape}")
+        return jax.tree_util.tree_map(lambda a: a[index], self)
+
+    def __repr__(self) -> str:
+        return _report.short(self)
+
+    def report(self, min_correl: float = 0.1) -> str:
+        """lmfit-style text: for one fit its statistics (status, points, χ², reduced χ²,
+        AIC, BIC, R²), the parameters with errors and correlations above ``min_correl``;
+        for a batch an overview (success rate, status counts, each parameter's and error's
+        distribution over the converged fits)."""
+        return _report.report(self, min_correl)
+
+    def summary(self) -> dict:
+        """The numbers of :meth:`report` as a dict of Python values."""
+        return _report.summary(self)
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """Columns of a table with one row per fit (the batch flattened in C order):
+        each parameter and its error (``name``, ``name_err``), ``chi2``, ``redchi``,
+        ``dof``, ``n_points``, ``aic``, ``bic``, ``rsquared``, ``status`` (names),
+        ``success``, ``n_steps``, ``n_fev``."""
+        return _report.columns(self)
+
+    def to_dataframe(self):
+        """:meth:`to_dict` as a ``pandas.DataFrame`` (needs pandas)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas (pip install pandas); to_dict() does not") from None
+        return pandas.DataFrame(self.to_dict())
+
+
+def _xp(a):
+    """numpy for host results (JAX would narrow float64 with x64 off), else jax.numpy."""
+    return np if isinstance(a, np.ndarray | np.generic) else jnp
+
+
+def param_names(f, model, n: int) -> tuple[str, ...]:
+    """The parameter names of a fit of ``n`` parameters (see :class:`FitResult`)."""
+    if model is not None and len(model.param_names) == n:
+        return tuple(model.param_names)
+    try:
+        params = list(inspect.signature(f).parameters.values())[1:]
+    except (TypeError, ValueError):
+        params = []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if len(params) == n and all(p.kind in kinds for p in params):
+        return tuple(p.name for p in params)
+    return tuple(f"p{i}" for i in range(n))
 
 
 class CurveArgs(NamedTuple):
@@ -88,6 +216,11 @@ def finish_one(cfg: Config, u, cost, status, n_steps, n_fev, args: CurveArgs, n_
         mu0 = jnp.asarray(cfg.f(x, *[p0[i] for i in range(n)])).astype(dtype)
         nonpositive = jnp.any(valid & ((mu0 < 0) | ((mu0 == 0) & (y > 0))))
         status = jnp.where((status == Status.NONFINITE) & nonpositive, Status.NONPOSITIVE_MODEL, status)
+    pred = jnp.asarray(cfg.f(x, *[params[i] for i in range(n)]), dtype)
+    y_mean = jnp.sum(jnp.where(valid, y, 0)) / jnp.maximum(n_valid, 1).astype(dtype)
+    ss_res = jnp.sum(jnp.where(valid, (y - pred) ** 2, 0))
+    ss_tot = jnp.sum(jnp.where(valid, (y - y_mean) ** 2, 0))
+    rsquared = 1 - ss_res / jnp.maximum(ss_tot, jnp.finfo(dtype).tiny)
     no_data = n_valid == 0
     status = jnp.where(dof < 0, Status.UNDERDETERMINED, status)
     status = jnp.where(no_data, Status.NO_DATA, status).astype(jnp.int32)
@@ -103,6 +236,8 @@ def finish_one(cfg: Config, u, cost, status, n_steps, n_fev, args: CurveArgs, n_
         success=is_success(status),
         n_steps=n_steps,
         n_fev=n_fev,
+        n_points=n_valid,
+        rsquared=jnp.where(no_data, jnp.nan, rsquared),
     )
 
 
