@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -18,11 +19,13 @@ from jaxlm._fitting._inputs import (
     is_concrete,
     n_params,
     numeric,
+    param_names,
     prepare,
+    read_names,
     resolve_model,
 )
 from jaxlm._fitting._objective import ESTIMATORS, LOSSES, Config, ModelWithJacobian, weighted_residuals
-from jaxlm._fitting._result import FitResult, param_names, warn_if_no_covariance
+from jaxlm._fitting._result import FitResult, warn_if_no_covariance
 from jaxlm._fitting._run import fit_batch, fit_driven
 from jaxlm._least_squares import solver_from
 from jaxlm._solver import LevenbergMarquardt
@@ -160,6 +163,7 @@ def fit(
     """
     model, fn = resolve_model(f)
     user_fn = fn
+    p0, bounds, fixed = read_names(fn, model, p0, bounds, fixed)
     fn, cfg_options, solver = _solver_from_options(
         fn, solver, solver_options, host_model(fn, model, xdata, p0)
     )
@@ -280,6 +284,9 @@ def curve_fit(
         if not callable(jac):
             raise TypeError(f"jac must be None, a string or a callable, got {type(jac).__name__}")
         kwargs["jac"] = jac
+    p0, bounds, fixed = read_names(*resolve_model(f)[::-1], p0, bounds, kwargs.get("fixed"))
+    if fixed is not None:
+        kwargs["fixed"] = fixed
     lo, hi = (numeric("bounds", b) for b in bounds_pair(bounds))
     # traced bounds (under jit) are taken as bounds: scipy's m < n rule then does not apply
     bounded = not is_concrete((lo, hi)) or bool(
@@ -300,7 +307,7 @@ def curve_fit(
         check_finite = nan_policy is None
     if not bounded and method in (None, "lm"):  # scipy's leastsq refuses m < n; its trf does not
         model, fn = resolve_model(f)
-        n = n_params(fn, model, None if p0 is None else numeric("p0", p0))
+        n = n_params(fn, model, None if p0 is None or isinstance(p0, Mapping) else numeric("p0", p0))
         m = (np.shape(numeric("ydata", ydata)) or (1,))[-1]
         if n > m:
             raise TypeError(
@@ -338,7 +345,8 @@ def host_model(fn, model, xdata, p0) -> str | None:
     if model is not None or xdata is None:
         return None
     x = numeric("xdata", xdata)
-    return untraceable(fn, x, n_params(fn, None, None if p0 is None else numeric("p0", p0)), x.dtype)
+    p0 = None if p0 is None or isinstance(p0, Mapping) else numeric("p0", p0)
+    return untraceable(fn, x, n_params(fn, None, p0), x.dtype)
 
 
 def _solver_from_options(fn, solver, options, on_host=None):

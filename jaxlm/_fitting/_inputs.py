@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -54,7 +55,7 @@ def prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, options) ->
         yv = np.asarray(y)
         if np.any(yv[np.isfinite(yv)] < 0):
             raise ValueError("ydata: the Poisson estimator needs counts ≥ 0")
-    p0 = _read_p0(p0, model, x, y, mask, lo, hi, n, dtype)
+    p0 = _read_p0(p0, fn, model, x, y, mask, lo, hi, n, dtype)
     fixed = jnp.zeros((n,), bool) if fixed is None else as_bool("fixed", fixed, [(n,), batch + (n,)])
     fixed = jnp.broadcast_to(fixed, batch + (n,))
     sigma, sigma_kind, sigma_batched = _read_sigma(sigma, m, batch, options["sigma_batched"], dtype)
@@ -118,17 +119,26 @@ def _read_mask(mask, x, y, x_batched, nan_policy):
     return mask
 
 
-def _read_p0(p0, model, x, y, mask, lo, hi, n, dtype):
+def _read_p0(p0, fn, model, x, y, mask, lo, hi, n, dtype):
     """p0 as given, else the model's guess (built-in models) or scipy's default: ones, or
     the middle of finite bounds (one bound: one unit inside it); inside the bounds."""
     batch = y.shape[:-1]
+    named = None
+    if isinstance(p0, Mapping):
+        index = {name: i for i, name in enumerate(param_names(fn, model, n))}
+        named, p0 = {index[k]: (k, v) for k, v in p0.items()}, None
     if p0 is None and model is not None:
-        p0 = model.guess(x, y if mask is None else jnp.where(mask, y, jnp.nan)).astype(dtype)
+        p0 = _inside(model.guess(x, y if mask is None else jnp.where(mask, y, jnp.nan)).astype(dtype), lo, hi)
     elif p0 is None:
         has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
         middle = jnp.where(has_lo, lo + 1, jnp.where(has_hi, hi - 1, jnp.ones_like(lo)))
         p0 = jnp.where(has_lo & has_hi, 0.5 * (lo + hi), middle)
     p0 = as_float("p0", p0, dtype)
+    if named is not None:  # the named values over the guess or the default start
+        p0 = jnp.broadcast_to(p0, batch + (n,))
+        for i, (name, value) in named.items():
+            value = per_fit_shape(f"p0[{name!r}]", as_float(f"p0[{name!r}]", value, dtype), (), batch)
+            p0 = p0.at[..., i].set(value)
     if p0.ndim == 0:
         p0 = p0[None]
     if model is not None and p0.shape[-1] != model.n_params:
@@ -151,6 +161,18 @@ def _read_p0(p0, model, x, y, mask, lo, hi, n, dtype):
                 "outside of provided bounds)"
             )
     return p0
+
+
+def _inside(guess, lo, hi):
+    """A model's guess moved inside the bounds where it is not (it is not the caller's p0,
+    which must be inside): to 0.1 % of the interval from the bound it crosses, or for a
+    one-sided bound 0.1 % of the larger of the crossing and the bound's size."""
+    width = hi - lo
+    finite = jnp.isfinite(width)
+    up = jnp.where(finite, 1e-3 * width, 1e-3 * jnp.maximum(lo - guess, jnp.abs(lo)))
+    down = jnp.where(finite, 1e-3 * width, 1e-3 * jnp.maximum(guess - hi, jnp.abs(hi)))
+    guess = jnp.where(guess < lo, lo + up, guess)
+    return jnp.where(guess > hi, hi - down, guess)
 
 
 def _read_sigma(sigma, m, batch, forced, dtype):
@@ -212,6 +234,10 @@ def float_dtype(**values):
     """The working precision: the widest float dtype of the inputs (JAX's default float
     for integer data); half precision is refused, naming the argument."""
     dtypes = {}
+    for key, value in list(values.items()):
+        if isinstance(value, Mapping):  # p0 by name: each value
+            del values[key]
+            values.update({f"{key}[{k!r}]": v for k, v in value.items()})
     for name, v in values.items():
         if v is not None:
             dtype = numeric(name, v).dtype
@@ -320,7 +346,7 @@ def bounds_pair(bounds):
 
 
 def n_params(fn, model, p0):
-    if p0 is not None:
+    if p0 is not None and not isinstance(p0, Mapping):
         shape = np.shape(p0)
         if len(shape) == 0:
             return 1
@@ -328,13 +354,82 @@ def n_params(fn, model, p0):
     if model is not None:
         return model.n_params
     try:
-        sig = inspect.signature(fn.f if isinstance(fn, ModelWithJacobian | HostModel) else fn)
+        sig = inspect.signature(_unwrap(fn))
     except (TypeError, ValueError):
         raise ValueError("p0: cannot determine the number of parameters of f; pass p0") from None
     params = list(sig.parameters.values())
     if any(p.kind == p.VAR_POSITIONAL for p in params) or len(params) < 2:
-        raise ValueError("p0: cannot determine the number of parameters of f from its signature; pass p0")
+        raise ValueError(
+            "p0: cannot determine the number of parameters of f from its signature; pass p0 as an "
+            "array (parameters given by name need a Model or an f with named parameters)"
+        )
     return len(params) - 1
+
+
+def _unwrap(fn):
+    return fn.f if isinstance(fn, ModelWithJacobian | HostModel) else fn
+
+
+def param_names(f, model, n: int) -> tuple[str, ...]:
+    """The names of a fit's ``n`` parameters: the model's, else those of ``f``'s signature
+    after x, else ``p0, p1, …`` (``f(x, *params)``)."""
+    if model is not None and len(model.param_names) == n:
+        return tuple(model.param_names)
+    try:
+        params = list(inspect.signature(_unwrap(f)).parameters.values())[1:]
+    except (TypeError, ValueError):
+        params = []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if len(params) == n and all(p.kind in kinds for p in params):
+        return tuple(p.name for p in params)
+    return tuple(f"p{i}" for i in range(n))
+
+
+def read_names(fn, model, p0, bounds, fixed):
+    """``p0``, ``bounds`` and ``fixed`` given by parameter name, in parameter order:
+    ``p0={"center": 3.0}`` (the other parameters from the guess or the default start,
+    kept as a dict, checked, until the guess is known: :func:`_read_p0`), ``bounds={"sigma": (0, inf)}``,
+    ``fixed={"offset": True}`` or ``fixed=["offset"]``.  Values may be scalars or arrays
+    with the batch shape.  Anything else passes through."""
+    named_fixed = isinstance(fixed, Mapping) or (
+        isinstance(fixed, list | tuple | set | frozenset)
+        and len(fixed) > 0
+        and all(isinstance(k, str) for k in fixed)
+    )
+    if not (isinstance(p0, Mapping) or isinstance(bounds, Mapping) or named_fixed):
+        return p0, bounds, fixed
+    names = param_names(fn, model, n_params(fn, model, None))
+    index = {name: i for i, name in enumerate(names)}
+
+    def position(what, key):
+        if key not in index:
+            raise ValueError(f"{what}: unknown parameter {key!r}; the parameters are {list(names)}")
+        return index[key]
+
+    if isinstance(p0, Mapping):
+        for k in p0:
+            position("p0", k)
+    if isinstance(bounds, Mapping):
+        lo, hi = [-np.inf] * len(names), [np.inf] * len(names)
+        for k, pair in bounds.items():
+            i = position("bounds", k)
+            if not isinstance(pair, tuple | list) or len(pair) != 2:
+                raise ValueError(f"bounds[{k!r}] must be a pair (lower, upper), got {pair!r}")
+            lo[i], hi[i] = pair
+        bounds = (_by_position(lo), _by_position(hi))
+    if named_fixed:
+        items = fixed.items() if isinstance(fixed, Mapping) else ((k, True) for k in fixed)
+        flags: list = [False] * len(names)
+        for k, v in items:
+            flags[position("fixed", k)] = v
+        fixed = _by_position(flags)
+    return p0, bounds, fixed
+
+
+def _by_position(values: list):
+    """One value per parameter (scalars, or arrays with the batch shape) as ``(..., n)``."""
+    xp = jnp if any(isinstance(v, jax.Array) for v in values) else np
+    return xp.stack(xp.broadcast_arrays(*[xp.asarray(v) for v in values]), -1)
 
 
 def model_shape(fn, x, n, dtype):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import warnings
 from typing import NamedTuple
 
@@ -157,20 +156,6 @@ class FitResult:
 def _xp(a):
     """numpy for host results (JAX would narrow float64 with x64 off), else jax.numpy."""
     return np if isinstance(a, np.ndarray | np.generic) else jnp
-
-
-def param_names(f, model, n: int) -> tuple[str, ...]:
-    """The parameter names of a fit of ``n`` parameters (see :class:`FitResult`)."""
-    if model is not None and len(model.param_names) == n:
-        return tuple(model.param_names)
-    try:
-        params = list(inspect.signature(f).parameters.values())[1:]
-    except (TypeError, ValueError):
-        params = []
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if len(params) == n and all(p.kind in kinds for p in params):
-        return tuple(p.name for p in params)
-    return tuple(f"p{i}" for i in range(n))
 
 
 class CurveArgs(NamedTuple):

@@ -9,9 +9,19 @@ Each is a :class:`Model`: a pure ``f(x, *params)``, its ``param_names`` and a ba
 
 1-D models take ``x`` of shape ``(m,)``; the 2-D spot models take points ``(2, m)``
 (row 0: x, row 1: y), e.g. a flattened pixel grid.
+
+Two families: Gpufit-style models with their own ``offset`` (``gaussian``,
+``lorentzian``, …: one peak on a flat baseline, the common case) and lmfit's offset-free
+lineshapes in lmfit's parameterisation (``gaussian_peak``, ``lorentzian_peak``,
+``voigt``, ``moffat``, ``skewed_gaussian``, ``step``, ``rectangle``, ``linear``,
+``constant``), the parts of composites::
+
+    two_peaks = jaxlm.models.gaussian_peak + jaxlm.models.gaussian_peak + jaxlm.models.linear
+    res = jaxlm.fit(two_peaks, x, ys)               # parameters gaussian_peak1_center, …
+    curves = two_peaks.eval(x, res)                  # (..., m), one curve per fit
 """
 
-from jaxlm.models import _library  # noqa: F401  (registers the models)
+from jaxlm.models import _library, _lineshapes  # noqa: F401  (register the models)
 from jaxlm.models._base import Model as Model
 from jaxlm.models._base import get as get
 from jaxlm.models._base import names as names
@@ -33,6 +43,15 @@ hill = get("hill")
 michaelis_menten = get("michaelis_menten")
 power_law = get("power_law")
 poly1, poly2, poly3, poly4, poly5 = (get(f"poly{d}") for d in range(1, 6))
+gaussian_peak = get("gaussian_peak")
+lorentzian_peak = get("lorentzian_peak")
+voigt = get("voigt")
+moffat = get("moffat")
+skewed_gaussian = get("skewed_gaussian")
+step = get("step")
+rectangle = get("rectangle")
+linear = get("linear")
+constant = get("constant")
 
 __all__ = [
     "Model",
@@ -59,4 +78,13 @@ __all__ = [
     "poly3",
     "poly4",
     "poly5",
+    "gaussian_peak",
+    "lorentzian_peak",
+    "voigt",
+    "moffat",
+    "skewed_gaussian",
+    "step",
+    "rectangle",
+    "linear",
+    "constant",
 ]

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class Model:
     """A fitting model: a pure function with parameter names and an initial guess.
 
@@ -27,6 +27,12 @@ class Model:
         model's x, shared ``(m,)``/``(k, m)`` or per curve ``(..., m)``/``(..., k, m)``.
       x_dims: 1 for a 1-D abscissa ``(m,)``, 2 for points in the plane ``(2, m)``.
       formula: the model, for humans.
+      prefix: set by :meth:`with_prefix`: the prefix of ``param_names``.
+
+    Models compose: ``a + b`` and ``a * b`` are models whose parameters are the parts'
+    parameters, prefixed with the part's name (see :mod:`jaxlm.models._compose`).  Two
+    models are equal when their fields are (a model rebuilt from the same parts reuses
+    the compiled fits).
     """
 
     name: str
@@ -35,6 +41,7 @@ class Model:
     guess_fn: Callable
     x_dims: int = 1
     formula: str = ""
+    prefix: str = ""
 
     @property
     def n_params(self) -> int:
@@ -51,6 +58,43 @@ class Model:
         (≈ 0.9 s of the first ``fit`` of 10⁴ Gaussians).
         """
         return _guess(self, jnp.asarray(x), jnp.asarray(y))
+
+    def eval(self, x, params):
+        """The model at ``params``: ``(n,)`` for one curve, ``(..., n)`` for one curve per
+        row (a batch's ``result.params``), a :class:`jaxlm.FitResult`, or a dict by
+        parameter name.  ``x`` is shared, or one per row.  Returns ``(m,)`` or ``(..., m)``."""
+        from jaxlm.models._compose import evaluate
+
+        params = getattr(params, "params", params)  # a FitResult
+        if isinstance(params, dict):
+            missing = [k for k in self.param_names if k not in params]
+            unknown = [k for k in params if k not in self.param_names]
+            if missing or unknown:
+                raise ValueError(
+                    f"params: {self.name!r} has parameters {list(self.param_names)}; "
+                    f"missing {missing}, unknown {unknown}"
+                )
+            values = [jnp.asarray(params[k]) for k in self.param_names]
+            params = jnp.stack(jnp.broadcast_arrays(*values), -1)
+        return evaluate(self, x, params)
+
+    def with_prefix(self, prefix: str) -> Model:
+        """This model with its parameter names prefixed (``g1_center``); a composite keeps a
+        prefixed part's names as they are."""
+        if not isinstance(prefix, str) or not prefix.isidentifier():
+            raise ValueError(f"prefix must be a string usable as an identifier, got {prefix!r}")
+        names = tuple(prefix + name[len(self.prefix) :] for name in self.param_names)
+        return dataclasses.replace(self, param_names=names, prefix=prefix)
+
+    def __add__(self, other) -> Model:
+        from jaxlm.models._compose import combine
+
+        return combine("+", self, other)
+
+    def __mul__(self, other) -> Model:
+        from jaxlm.models._compose import combine
+
+        return combine("*", self, other)
 
     def __repr__(self):
         return f"Model({self.name!r}: {self.formula})"
