@@ -245,6 +245,7 @@ def run(args) -> int:
     table = {
         "params": np.full((n_curves, n), np.nan, dtype),
         "perr": np.full((n_curves, n), np.nan, dtype),
+        "pcov": np.full((n_curves, n, n), np.nan, dtype),
         "chi2": np.full(n_curves, np.nan, dtype),
         "dof": np.zeros(n_curves, np.int32),
         "status": np.full(n_curves, int(jaxlm.Status.RUNNING), np.int32),
@@ -308,7 +309,13 @@ def _fit_chunks(model, curves, x, sigma, x_per_row, options, table, args) -> int
                 converged += int(np.sum(np.asarray(res.success)[: stop - start]))
                 bar.set_postfix_str(f"converged {converged}/{stop}")
     except KeyboardInterrupt:
-        for key, empty in (("params", np.nan), ("perr", np.nan), ("chi2", np.nan), ("dof", 0)):
+        for key, empty in (
+            ("params", np.nan),
+            ("perr", np.nan),
+            ("pcov", np.nan),
+            ("chi2", np.nan),
+            ("dof", 0),
+        ):
             table[key][done:] = empty  # a chunk the interrupt cut short holds nothing
         table["status"][done:] = int(jaxlm.Status.RUNNING)
     finally:
@@ -336,20 +343,42 @@ def _write_uninterrupted(out: pathlib.Path, names, table) -> bool:
 
 
 def write_results(out: pathlib.Path, names, table) -> None:
-    """Write ``out`` (.npz or .csv, under exactly that name) atomically."""
+    """Write ``out`` (.npz or .csv, under exactly that name) atomically.
+
+    Both hold per curve the parameters, their errors, chi2, dof, the status code, its
+    name and whether it is a success; the .npz also ``pcov`` (N, n, n) and ``param_names``.
+    The CSV's columns: ``name…, name_err…, chi2, dof, status, status_name, success``."""
+    from jaxlm import Status, is_success
+
+    status = np.asarray(table["status"])
+    names_of = np.array([Status(int(c)).name for c in range(max(Status) + 1)])
+    status_name = names_of[np.clip(status, 0, len(names_of) - 1)]
+    success = np.asarray(is_success(status))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             if out.suffix.lower() == ".npz":
-                np.savez(fh, param_names=np.asarray(names), **table)
+                np.savez(fh, param_names=np.asarray(names), status_name=status_name, success=success, **table)
             else:
-                header = [*names, *(f"{n}_err" for n in names), "chi2", "dof", "status"]
-                columns = np.column_stack(
-                    [table["params"], table["perr"], table["chi2"], table["dof"], table["status"]]
+                header = [
+                    *names,
+                    *(f"{n}_err" for n in names),
+                    "chi2",
+                    "dof",
+                    "status",
+                    "status_name",
+                    "success",
+                ]
+                numbers = np.column_stack([table["params"], table["perr"], table["chi2"]])
+                cells = [
+                    np.char.mod("%.17g", numbers),
+                    np.char.mod("%d", np.column_stack([table["dof"], status])),
+                ]
+                cells += [status_name[:, None], np.where(success, "true", "false")[:, None]]
+                np.savetxt(
+                    fh, np.hstack(cells), delimiter=",", header=",".join(header), comments="", fmt="%s"
                 )
-                fmt = ["%.17g"] * (2 * len(names) + 1) + ["%d", "%d"]
-                np.savetxt(fh, columns, delimiter=",", header=",".join(header), comments="", fmt=fmt)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out)
@@ -367,14 +396,16 @@ def read_results(path):
             return {k: data[k] for k in data.keys()}
     with open(p) as fh:
         header = fh.readline().strip().split(",")
-    values = np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)
-    names = [h for h in header if h not in ("chi2", "dof", "status") and not h.endswith("_err")]
-    n = len(names)
+    n = (len(header) - 5) // 2
+    values = np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2, usecols=range(2 * n + 3))
+    words = np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2, usecols=(2 * n + 3, 2 * n + 4), dtype=str)
     return {
-        "param_names": np.asarray(names),
+        "param_names": np.asarray(header[:n]),
         "params": values[:, :n],
         "perr": values[:, n : 2 * n],
         "chi2": values[:, 2 * n],
         "dof": values[:, 2 * n + 1].astype(int),
         "status": values[:, 2 * n + 2].astype(int),
+        "status_name": words[:, 0],
+        "success": words[:, 1] == "true",
     }

@@ -2,6 +2,8 @@
 
 jaxlm demo [--n 100000] [--scipy 300] [--png jaxlm-demo.png] [--float64]
 jaxlm fit CURVES --model NAME [--x FILE] [--sigma FILE] [--columns] [--x-column NAME] --out RESULTS.npz|.csv
+jaxlm models
+jaxlm --version
 """
 
 from __future__ import annotations
@@ -50,9 +52,26 @@ curves finished so far are written, the others with NaN and status 0, RUNNING)
 """
 
 
+def models_table() -> str:
+    """The built-in models, one per paragraph: name, parameters in order, formula."""
+    from jaxlm import models
+
+    lines = []
+    for name in models.names():
+        model = models.get(name)
+        x = "points (2, m)" if model.x_dims == 2 else "x (m,)"
+        lines.append(f"{name}({x.split()[0]}, {', '.join(model.param_names)})  on {x}")
+        lines.append(f"    {model.formula}")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
+    from jaxlm import __version__
+
     parser = argparse.ArgumentParser(prog="jaxlm", description="Batched Levenberg–Marquardt in JAX.")
+    parser.add_argument("--version", action="version", version=f"jaxlm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("models", help="list the built-in models: names, parameters, formulas")
     demo = sub.add_parser("demo", help="fit many noisy 1-D Gaussians in one call, compare with scipy")
     demo.add_argument("--n", type=int, default=100_000, help="number of curves (default 100000)")
     demo.add_argument("--scipy", type=int, default=300, help="fits to repeat with scipy (default 300)")
@@ -67,8 +86,9 @@ def _fit_parser(sub) -> None:
         "fit",
         help="fit every row of a .npy/.npz/.csv file with a built-in model",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Fit every curve of CURVES with a built-in model; write params, perr, chi2, dof and "
-        "status per curve.\nNon-finite points are ignored (nan_policy='omit').",
+        description="Fit every curve of CURVES with a built-in model (`jaxlm models` lists them); write "
+        "params, perr, chi2, dof,\nstatus (code and name) and success per curve, and pcov in an .npz.\n"
+        "Non-finite points are ignored (nan_policy='omit').",
         epilog=_LAYOUTS,
     )
     fit.add_argument("curves", metavar="CURVES", help="the curves: .npy, .npz[:KEY] or .csv (see layouts)")
@@ -118,6 +138,10 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:  # before any curve was fitted (reading, compiling)
             print("jaxlm fit: interrupted before any curve was fitted; nothing written", file=sys.stderr)
             return 130
+
+    if args.command == "models":
+        print(models_table())
+        return 0
 
     if args.command == "demo":
         if args.n < 1 or args.scipy < 1:

@@ -67,6 +67,13 @@ def test_fit_round_trips_ten_thousand_curves(curves, suffix, capsys):
     np.testing.assert_allclose(res["perr"][:500], direct.perr, rtol=max(rtol, 1e-12))
     np.testing.assert_allclose(res["params"][ok, 1], TRUE[1], atol=0.05)  # centres are right
     assert np.all(res["dof"][ok] == 32 - 4)
+    # statuses in words and a success column, as the results say
+    assert res["status_name"][7] == "NO_DATA" and not res["success"][7]
+    assert list(res["status_name"][:500]) == [jaxlm.Status(int(c)).name for c in np.asarray(direct.status)]
+    np.testing.assert_array_equal(res["success"][:500], np.asarray(direct.success))
+    if suffix == ".npz":  # and the covariance of every fit
+        scale = np.asarray(direct.perr)[:, :, None] * np.asarray(direct.perr)[:, None, :]
+        assert np.all(np.abs(res["pcov"][:500] - np.asarray(direct.pcov)) <= 1e-10 * scale)
 
 
 @pytest.mark.parametrize(
@@ -199,6 +206,18 @@ def test_arrays_are_taken_by_name_and_role_and_the_out_name_is_kept(files, capsy
     res = _cli_fit.read_results(out)
     direct = jaxlm.fit("gaussian", x, few, nan_policy="omit")
     np.testing.assert_array_equal(res["params"], direct.params)
+
+
+def test_models_and_version_are_listed(capsys):
+    assert cli.main(["models"]) == 0
+    listing = capsys.readouterr().out
+    for name in jaxlm.models.names():
+        model = jaxlm.models.get(name)
+        assert f"{name}({'points' if model.x_dims == 2 else 'x'}, {', '.join(model.param_names)})" in listing
+        assert model.formula in listing
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"jaxlm {jaxlm.__version__}"
 
 
 def test_a_spreadsheet_with_a_header_and_x_as_a_column(files):
