@@ -72,8 +72,11 @@ def test_fit_round_trips_ten_thousand_curves(curves, suffix, capsys):
     assert list(res["status_name"][:500]) == [jaxlm.Status(int(c)).name for c in np.asarray(direct.status)]
     np.testing.assert_array_equal(res["success"][:500], np.asarray(direct.success))
     if suffix == ".npz":  # and the covariance of every fit
+        got, want = res["pcov"][:500], np.asarray(direct.pcov)
+        finite = np.isfinite(want)  # row 7 has no data: inf, as scipy
+        np.testing.assert_array_equal(got[~finite], want[~finite])
         scale = np.asarray(direct.perr)[:, :, None] * np.asarray(direct.perr)[:, None, :]
-        assert np.all(np.abs(res["pcov"][:500] - np.asarray(direct.pcov)) <= 1e-10 * scale)
+        assert np.all(np.abs(got - want)[finite] <= 1e-10 * scale[finite])
 
 
 @pytest.mark.parametrize(
