@@ -7,6 +7,7 @@ from jaxlm._fitting import fit as fit
 from jaxlm._least_squares import Solution as Solution
 from jaxlm._least_squares import least_squares as least_squares
 from jaxlm._least_squares import least_squares_batch as least_squares_batch
+from jaxlm._plot import plot as plot
 from jaxlm._solver import LevenbergMarquardt as LevenbergMarquardt
 from jaxlm._solver import LMState as LMState
 from jaxlm._solver import default_tolerance as default_tolerance
@@ -29,4 +30,5 @@ __all__ = [
     "least_squares",
     "least_squares_batch",
     "models",
+    "plot",
 ]
