@@ -308,7 +308,13 @@ def _param_dtype(leaf):
         raise TypeError(f"x0 must hold numeric arrays, got dtype {dtype}")
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError("x0 must be real; complex parameters are not supported")
-    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+    # as JAX holds it: float64 only where x64 is on (asking for float64 without it would
+    # warn on every call; the README says the precision is x0's as JAX sees it)
+    return (
+        jax.dtypes.canonicalize_dtype(dtype)
+        if jnp.issubdtype(dtype, jnp.floating)
+        else jnp.result_type(float)
+    )
 
 
 def _as_float_batch(leaf):
