@@ -1,7 +1,9 @@
 """jaxlm: batched, differentiable Levenberg–Marquardt least squares in JAX."""
 
 from jaxlm import models as models
+from jaxlm._fitting import ConfidenceIntervals as ConfidenceIntervals
 from jaxlm._fitting import FitResult as FitResult
+from jaxlm._fitting import conf_interval as conf_interval
 from jaxlm._fitting import curve_fit as curve_fit
 from jaxlm._fitting import fit as fit
 from jaxlm._least_squares import Solution as Solution
@@ -17,12 +19,14 @@ from jaxlm._status import is_success as is_success
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfidenceIntervals",
     "FitResult",
     "LMState",
     "LevenbergMarquardt",
     "Solution",
     "Status",
     "__version__",
+    "conf_interval",
     "curve_fit",
     "default_tolerance",
     "fit",

@@ -31,6 +31,7 @@ What happens to one curve (every member of a batch alike, under ``vmap``):
 """
 
 from jaxlm._fitting._api import curve_fit, fit
+from jaxlm._fitting._profile import ConfidenceIntervals, conf_interval
 from jaxlm._fitting._result import FitResult
 
-__all__ = ["FitResult", "curve_fit", "fit"]
+__all__ = ["ConfidenceIntervals", "FitResult", "conf_interval", "curve_fit", "fit"]
