@@ -120,7 +120,10 @@ def test_there_are_five_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_committed_notebook_has_its_full_run(path):
     nb = nbformat.read(path, as_version=4)
-    assert "colab.research.google.com" in nb.cells[0].source
+    # the Colab cell installs a checkout the user uploads: no repository URL that does not exist
+    install = nb.cells[1].source
+    assert "google.colab" in install and "CHECKOUT" in install and "pip" in install
+    assert "github.com" not in nb.cells[0].source + install
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.get("execution_count") for c in code), f"{path.name} is committed without its full run"
     assert not [o for o in _outputs(nb) if o.get("output_type") == "error"]
