@@ -69,7 +69,9 @@ def test_an_end_beyond_a_bound_is_infinite_and_said(noisy):
     best_sigma = float(res.params[0, 2])
     bounds = ([-np.inf, -np.inf, best_sigma - 0.06, -np.inf], np.inf)  # the 2σ lower end is ~0.08 below
     bounded = jaxlm.fit(_gauss, X, y[0], p0=[1.5, 0.0, 1.0, 0.0], bounds=bounds)
-    ci = jaxlm.conf_interval(_gauss, X, y[0], bounded, sigmas=(1, 2), params=["sigma"], bounds=bounds)
+    ci = jaxlm.conf_interval(
+        _gauss, X, y[0], bounded, sigmas=(1, 2), params=["sigma"], bounds=bounds, p0=[1.5, 0.0, 1.0, 0.0]
+    )  # the fit's own arguments, p0 included
     assert ci.status[2, 1, 0] == BEYOND_BOUND and ci.lower[2, 1] == -np.inf
     assert ci.status[2, 0, 0] == FOUND and bounds[0][2] < ci.lower[2, 0] < best_sigma
     assert np.all(np.isnan(ci.lower[[0, 1, 3]]))  # only the parameter asked for

@@ -172,6 +172,7 @@ def find_ends(profile, best, perr, lo, hi, chi2_min, target, scale, *, max_iter:
 
 
 ARRAY_OPTIONS = ("sigma", "mask", "bounds")
+DRIVER_OPTIONS = ("compact", "chunk_size", "progress", "devices")
 
 
 def conf_interval(
@@ -182,7 +183,9 @@ def conf_interval(
 
     Args:
       f, xdata, ydata, **fit_options: exactly what was passed to :func:`jaxlm.fit`
-        (``sigma``, ``mask``, ``bounds``, ``fixed``, ``absolute_sigma``, ``loss``, …).
+        (``sigma``, ``mask``, ``bounds``, ``fixed``, ``absolute_sigma``, ``loss``, …;
+        ``p0`` and the driver's ``compact``, ``chunk_size``, ``progress``, ``devices`` are
+        accepted and not needed: the profile fits start from the best fit, in one program).
       result: the :class:`FitResult` that fit returned.
       sigmas: levels in standard deviations (a value below 1 is a probability, as lmfit).
       params: names or indices of the parameters to profile (default: every free one).
@@ -223,6 +226,8 @@ def conf_interval(
     chi2_min = np.broadcast_to(np.asarray(result.chi2, np.float64), target.shape)
     scale = chi2_min / np.maximum(np.asarray(result.dof), 1) if f_test else np.ones_like(chi2_min)
     held = fixed[None] | (np.arange(n) == j_of.reshape((-1,) + (1,) * len(batch) + (1,)))
+    for key in ("p0", *DRIVER_OPTIONS):  # the profile fits start from the best fit, in one program
+        fit_options.pop(key, None)
     arrays = {key: fit_options.pop(key) for key in ARRAY_OPTIONS if key in fit_options}
     arrays["bounds"] = (lo, hi)
 
