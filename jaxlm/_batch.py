@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxlm import _check
+from jaxlm import _check, _programs
 from jaxlm._solver import LevenbergMarquardt, LMState, Status
 
 MIN_BUCKET = 64
@@ -189,7 +189,7 @@ def _per_shard(local, sharding, axes, in_specs, out_specs):
     )
 
 
-@jax.jit(static_argnums=(0, 1, 2, 3))
+@_programs.program(4)
 def _init(solver: LevenbergMarquardt, fun: Callable, axes, sharding, x0, args):
     def local(x0, args):
         state = jax.vmap(lambda x, *a: solver.init(fun, x, *a), in_axes=(0, *axes))(x0, *args)
@@ -198,7 +198,7 @@ def _init(solver: LevenbergMarquardt, fun: Callable, axes, sharding, x0, args):
     return _per_shard(local, sharding, axes, "ba", "bb")(x0, args)
 
 
-@jax.jit(static_argnums=(0, 1, 2, 3))
+@_programs.program(4)
 def _phase(solver: LevenbergMarquardt, fun: Callable, axes, sharding, state, args, threshold):
     """Step the active set until at most ``threshold`` members run (on each shard).
     Returns the state and, per shard, the iterations run, the member-steps taken
@@ -225,7 +225,7 @@ def _tally(status):
     return jnp.bincount(jnp.clip(status, 0, len(Status) - 1), length=len(Status))
 
 
-@jax.jit(static_argnums=(0, 1, 2))
+@_programs.program(3)
 def _compact(bucket: int, axes, sharding, state, args):
     """Each shard's running members (padded with a stopped one) as its part of a new
     active set of ``bucket`` members per shard; ``idx`` are indices within the shard."""
@@ -242,7 +242,7 @@ def _compact(bucket: int, axes, sharding, state, args):
     return _per_shard(local, sharding, axes, "ba", "bba")(state, args)
 
 
-@jax.jit(static_argnums=(0,), donate_argnums=(1,))
+@_programs.program(1, donate_argnums=(1,))
 def _scatter(sharding, state, active, idx):
     def local(state, active, idx):
         state = jax.tree_util.tree_map(lambda full, part: full.at[idx].set(part), state, active)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import _check, _implicit
+from jaxlm import _check, _implicit, _programs
 from jaxlm._solver import LevenbergMarquardt, LMState, is_success
 
 
@@ -158,7 +158,7 @@ def validate_problem(fun, x0, args):
     return x0
 
 
-@jax.jit(static_argnums=(0, 1, 2, 3))
+@_programs.program(4)
 def _solve(solver: LevenbergMarquardt, fun: Callable, implicit_hessian, failed_grad, x0, args) -> Solution:
     # The iterations see constants only (no derivative flows through the loop); the
     # derivative of the result comes from the implicit function theorem instead.
@@ -290,7 +290,7 @@ def least_squares_batch(
         bar.close()
 
 
-@jax.jit(static_argnums=(0, 1, 2))
+@_programs.program(3)
 def _solve_vmapped(solver, fun, axes, x0, args):
     solve = lambda x, *a: _solve(solver, fun, "exact", "nan", x, a)  # noqa: E731
     return jax.vmap(solve, in_axes=(0, *axes))(x0, *args)

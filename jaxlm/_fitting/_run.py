@@ -13,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxlm import _batch
+from jaxlm import _batch, _programs
 from jaxlm._fitting._inputs import CurveData, Prepared
 from jaxlm._fitting._objective import Config, FreeResidual
 from jaxlm._fitting._result import CurveArgs, FitResult, finish_one
@@ -94,7 +94,7 @@ def fit_one(cfg: Config, data: CurveData) -> FitResult:
     return finish_one(cfg, sol.params, sol.cost, sol.status, sol.n_steps, sol.n_fev, args, n_valid)
 
 
-@jax.jit(static_argnums=(0, 1))
+@_programs.program(2)
 def fit_batch(cfg: Config, batch, data: CurveData) -> FitResult:
     """The whole batch as one vmapped program (used under JAX transformations)."""
     inputs, axes = flatten(cfg, batch, data)
@@ -129,7 +129,7 @@ def fit_driven(cfg: Config, prep: Prepared, driver: _batch.Options) -> FitResult
     return jax.tree_util.tree_map(lambda a: a.reshape(prep.batch + a.shape[1:]), out)
 
 
-@jax.jit(static_argnums=(0, 1, 2))
+@_programs.program(3)
 def _prepare_batch(cfg: Config, axes: CurveData, arg_axes, data: CurveData):
     prepare = lambda d: _as_tuple_args(prepare_one(cfg, d))  # noqa: E731
     return jax.vmap(prepare, in_axes=(axes,), out_axes=(0, arg_axes, 0))(data)
@@ -140,7 +140,7 @@ def _as_tuple_args(prepared):
     return u0, tuple(args), n_valid
 
 
-@jax.jit(static_argnums=(0, 1))
+@_programs.program(2)
 def _finish_batch(cfg: Config, arg_axes, state, args, n_valid):
     finish = lambda u, c, st, ns, nf, a, nv: finish_one(cfg, u, c, st, ns, nf, CurveArgs(*a), nv)  # noqa: E731
     return jax.vmap(finish, in_axes=(0, 0, 0, 0, 0, arg_axes, 0))(

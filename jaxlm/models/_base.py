@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 
-import jax
 import jax.numpy as jnp
+
+from jaxlm import _programs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Model:
         return f"Model({self.name!r}: {self.formula})"
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@_programs.program(1)
 def _guess(model: Model, x, y):
     dtype = jnp.result_type(y.dtype, x.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
