@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import _check, _implicit, _programs
+from jaxlm import _check, _explicit, _implicit, _programs
 from jaxlm._solver import LevenbergMarquardt, LMState, is_success
 
 
@@ -178,6 +178,7 @@ def _solve(solver: LevenbergMarquardt, fun: Callable, implicit_hessian, failed_g
     )
 
 
+@_explicit.auto_axes
 def least_squares_batch(
     fun: Callable,
     x0,

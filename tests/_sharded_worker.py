@@ -108,6 +108,48 @@ def main_devices():
     messages = [str(w.message) for w in caught if "Covariance" in str(w.message)]
     assert len(messages) == 1 and "for 1 of 400 fits" in messages[0], messages
     check_sharded_compaction(rows)
+    check_make_mesh(model, p0, y, plain)
+
+
+def check_make_mesh(model, p0, y, plain):
+    """Data sharded on meshes from ``jax.make_mesh`` (JAX's recommended constructor; its
+    axes are Explicit by default), with and without ``jax.set_mesh``, beside unsharded x
+    and sigma: every entry point equals the one-device answer and returns its results
+    on the caller's mesh, sharded along the batch axis.  400 fits run through the
+    driver; 40 as one vmapped program.  Explicit axes used to fail to trace ("Mapped away
+    dimension of inputs passed to vmap should be sharded the same", ShardingTypeError)."""
+    import contextlib
+
+    x = np.linspace(-3.0, 3.0, 32)
+    centres = np.linspace(-1.0, 1.0, 400)[:, None]
+    peaks = 2.0 * np.exp(-0.5 * ((x - centres) / 0.7) ** 2) + 0.1  # exact: pinned to rounding
+    sigma = np.full(x.shape, 0.1)
+    want = {
+        "fit": plain.params,
+        "curve_fit": plain.params,
+        "gaussian": jaxlm.fit("gaussian", x, peaks, sigma=sigma, compact=False, **TIGHT).params,
+        "least_squares_batch": reference(p0, y).params,
+    }
+    # the Auto axes of a plain Mesh are checked above
+    for in_context, n in [(False, 400), (True, 400), (False, 40)]:
+        mesh = jax.make_mesh((4,), ("fits",), axis_types=(jax.sharding.AxisType.Explicit,))
+        rows = NamedSharding(mesh, PartitionSpec("fits"))
+        y_s, p0_s, peaks_s = (jax.device_put(a[:n], rows) for a in (y, p0, peaks))
+        with jax.set_mesh(mesh) if in_context else contextlib.nullcontext():
+            got = {
+                "fit": jaxlm.fit(model, T, y_s, p0_s, **TIGHT).params,
+                "curve_fit": jaxlm.curve_fit(model, T, y_s, p0=p0_s, **TIGHT)[0],
+                "gaussian": jaxlm.fit("gaussian", x, peaks_s, sigma=sigma, **TIGHT).params,
+                "least_squares_batch": jaxlm.least_squares_batch(
+                    decay, p0_s, (T, y_s), in_axes=(None, 0), **TIGHT
+                ).params,
+            }
+        for name, params in got.items():
+            where = f"{name}, set_mesh={in_context}, {n} fits"
+            sharding = params.sharding
+            assert sharding.mesh == mesh and sharding.spec[0] == "fits", (where, sharding)
+            expected = np.asarray(want[name])[:n]
+            np.testing.assert_allclose(np.asarray(params), expected, rtol=1e-9, atol=1e-12, err_msg=where)
 
 
 COLLECTIVE = re.compile(r"all-reduce|all-gather|all-to-all|collective-(permute|broadcast)|reduce-scatter")

@@ -157,7 +157,7 @@ def test_batch_sizes_that_disagree_are_named():
 
 def _run_worker(*args):
     return subprocess.run(
-        [sys.executable, str(WORKER), *args], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, str(WORKER), *args], capture_output=True, text=True, timeout=600, check=False
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from jaxlm import _batch, _check, _implicit
+from jaxlm import _batch, _check, _explicit, _implicit
 from jaxlm._fitting._host import HostModel, untraceable, warn_host
 from jaxlm._fitting._inputs import (
     bounds_pair,
@@ -36,6 +36,7 @@ _SOLVER_OPTIONS = {f.name for f in dataclasses.fields(LevenbergMarquardt)}
 _DIFF_OPTIONS = {"implicit_hessian", "failed_grad"}
 
 
+@_explicit.auto_axes
 @follows_data_precision
 def fit(
     f,
