@@ -1,7 +1,8 @@
 """Curve fitting on top of the LM core: ``jaxlm.fit`` and the scipy-compatible ``curve_fit``.
 
 One module per job: :mod:`._api` (fit, curve_fit: dispatch), :mod:`._inputs` (reading and
-checking the caller's arrays), :mod:`._transform` (bounds), :mod:`._objective` (weights,
+checking the caller's arrays), :mod:`._names` (parameter names, arguments by name),
+:mod:`._precision` (the working dtype), :mod:`._transform` (bounds), :mod:`._objective` (weights,
 losses, Poisson), :mod:`._result` (pcov, χ², dof, fit-layer statuses) and :mod:`._run`
 (one curve under vmap, or the batch through the driver).
 

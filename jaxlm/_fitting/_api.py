@@ -13,18 +13,10 @@ import numpy as np
 
 from jaxlm import _batch, _check, _explicit, _implicit
 from jaxlm._fitting._host import HostModel, untraceable, warn_host
-from jaxlm._fitting._inputs import (
-    bounds_pair,
-    follows_data_precision,
-    is_concrete,
-    n_params,
-    numeric,
-    param_names,
-    prepare,
-    read_names,
-    resolve_model,
-)
+from jaxlm._fitting._inputs import bounds_pair, prepare, resolve_model
+from jaxlm._fitting._names import n_params, param_names, read_names
 from jaxlm._fitting._objective import ESTIMATORS, LOSSES, Config, ModelWithJacobian, weighted_residuals
+from jaxlm._fitting._precision import follows_data_precision, is_concrete, numeric
 from jaxlm._fitting._result import FitResult, warn_if_no_covariance
 from jaxlm._fitting._run import fit_batch, fit_driven
 from jaxlm._least_squares import solver_from

@@ -114,7 +114,7 @@ def _on_host(fn, shape, dtype, *args):
     JAX's callback thread x64 is off unless the caller turned it on globally, and JAX
     narrows a callback's float64 arguments and results to float32 there, while a float64
     fit with x64 off runs x64 only in the caller's thread
-    (:func:`._inputs.data_precision`)."""
+    (:func:`._precision.data_precision`)."""
     if np.dtype(dtype) != np.float64:
         return jax.pure_callback(fn, jax.ShapeDtypeStruct(shape, dtype), *args, vmap_method="sequential")
 

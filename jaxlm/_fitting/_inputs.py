@@ -4,9 +4,6 @@ reading (shared by the fits, or one per fit)."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -15,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm._fitting._host import HostModel
+from jaxlm._fitting._names import n_params, param_names
 from jaxlm._fitting._objective import ModelWithJacobian
+from jaxlm._fitting._precision import float_dtype, is_concrete, numeric
 from jaxlm.models import Model
 from jaxlm.models import get as get_model
 
@@ -200,10 +199,6 @@ def _read_sigma(sigma, m, batch, forced, dtype):
     return sigma, kind, per_fit
 
 
-def is_concrete(value) -> bool:
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
-
-
 def resolve_model(f):
     if isinstance(f, str):
         model = get_model(f)
@@ -213,91 +208,6 @@ def resolve_model(f):
     if not callable(f):
         raise TypeError(f"f must be callable or the name of a built-in model, got {type(f).__name__}")
     return None, f
-
-
-def numeric(name, value):
-    """``value`` as an array of real numbers (not yet converted), or a TypeError naming it."""
-    if not isinstance(value, jax.Array | np.ndarray):
-        try:
-            value = np.asarray(value)
-        except (ValueError, TypeError) as err:  # ragged nesting, unconvertible objects
-            raise TypeError(f"{name} must be a rectangular array of numbers: {err}") from None
-    dtype = value.dtype
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        raise TypeError(f"{name} must be real, got dtype {dtype} (the imaginary part would be lost)")
-    if not (jnp.issubdtype(dtype, jnp.number) or dtype == np.bool_):
-        raise TypeError(f"{name} must hold numbers, got dtype {dtype}")
-    return value
-
-
-def float_dtype(**values):
-    """The working precision: the widest float dtype of the inputs (JAX's default float
-    for integer data); half precision is refused, naming the argument."""
-    dtypes = {}
-    for key, value in list(values.items()):
-        if isinstance(value, Mapping):  # p0 by name: each value
-            del values[key]
-            values.update({f"{key}[{k!r}]": v for k, v in value.items()})
-    for name, v in values.items():
-        if v is not None:
-            dtype = numeric(name, v).dtype
-            if jnp.issubdtype(dtype, jnp.floating):
-                if jnp.finfo(dtype).bits < 32:
-                    raise TypeError(
-                        f"{name} has dtype {dtype}: jaxlm fits in float32 or float64 (half precision cannot "
-                        "resolve a fit's steps); convert it with .astype(numpy.float32)"
-                    )
-                dtypes[name] = dtype
-    return jnp.result_type(*dtypes.values()) if dtypes else jnp.result_type(float)
-
-
-@contextlib.contextmanager
-def data_precision(xdata, ydata, p0):
-    """Fit float64 data in float64 whether or not the caller enabled JAX's x64, as scipy
-    does, without touching the caller's configuration.
-
-    The working dtype is :func:`float_dtype` of the data as x64 would see them (numpy
-    float64 arrays, Python floats and integers are float64; float32 stays float32).
-    When that is float64 and x64 is off, the block runs under ``jax.enable_x64(True)``
-    (a thread-local scope, not the global flag) and the context yields a function that
-    turns the results into numpy arrays, which keep their float64 outside the scope (JAX
-    arrays would be narrowed by the next operation on them); otherwise it yields the
-    identity.  Traced inputs (under jit, vmap, grad) keep the trace's precision."""
-    values = {"xdata": xdata, "ydata": ydata, "p0": p0}
-    if jax.config.jax_enable_x64 or not is_concrete(values):
-        yield _unchanged
-        return
-    with jax.enable_x64(True):
-        wide = float_dtype(**values) == jnp.float64
-        if wide:
-            yield _on_host
-            return
-    yield _unchanged
-
-
-def follows_data_precision(api):
-    """``api`` (a function with ``xdata``, ``ydata`` and ``p0`` arguments) run under
-    :func:`data_precision` of its data."""
-    signature = inspect.signature(api)
-
-    @functools.wraps(api)
-    def wrapper(*args, **kwargs):
-        try:
-            given = signature.bind(*args, **kwargs).arguments
-        except TypeError:
-            return api(*args, **kwargs)  # Python's own error for the call
-        with data_precision(given.get("xdata"), given.get("ydata"), given.get("p0")) as finish:
-            return finish(api(*args, **kwargs))
-
-    return wrapper
-
-
-def _unchanged(tree):
-    return tree
-
-
-def _on_host(tree):
-    return jax.tree_util.tree_map(lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, tree)
 
 
 def as_float(name, value, dtype):
@@ -343,93 +253,6 @@ def bounds_pair(bounds):
             "bounds must be a pair (lower, upper) of scalars or arrays, or a scipy.optimize.Bounds"
         )
     return bounds
-
-
-def n_params(fn, model, p0):
-    if p0 is not None and not isinstance(p0, Mapping):
-        shape = np.shape(p0)
-        if len(shape) == 0:
-            return 1
-        return shape[-1]
-    if model is not None:
-        return model.n_params
-    try:
-        sig = inspect.signature(_unwrap(fn))
-    except (TypeError, ValueError):
-        raise ValueError("p0: cannot determine the number of parameters of f; pass p0") from None
-    params = list(sig.parameters.values())
-    if any(p.kind == p.VAR_POSITIONAL for p in params) or len(params) < 2:
-        raise ValueError(
-            "p0: cannot determine the number of parameters of f from its signature; pass p0 as an "
-            "array (parameters given by name need a Model or an f with named parameters)"
-        )
-    return len(params) - 1
-
-
-def _unwrap(fn):
-    return fn.f if isinstance(fn, ModelWithJacobian | HostModel) else fn
-
-
-def param_names(f, model, n: int) -> tuple[str, ...]:
-    """The names of a fit's ``n`` parameters: the model's, else those of ``f``'s signature
-    after x, else ``p0, p1, …`` (``f(x, *params)``)."""
-    if model is not None and len(model.param_names) == n:
-        return tuple(model.param_names)
-    try:
-        params = list(inspect.signature(_unwrap(f)).parameters.values())[1:]
-    except (TypeError, ValueError):
-        params = []
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if len(params) == n and all(p.kind in kinds for p in params):
-        return tuple(p.name for p in params)
-    return tuple(f"p{i}" for i in range(n))
-
-
-def read_names(fn, model, p0, bounds, fixed):
-    """``p0``, ``bounds`` and ``fixed`` given by parameter name, in parameter order:
-    ``p0={"center": 3.0}`` (the other parameters from the guess or the default start,
-    kept as a dict, checked, until the guess is known: :func:`_read_p0`), ``bounds={"sigma": (0, inf)}``,
-    ``fixed={"offset": True}`` or ``fixed=["offset"]``.  Values may be scalars or arrays
-    with the batch shape.  Anything else passes through."""
-    named_fixed = isinstance(fixed, Mapping) or (
-        isinstance(fixed, list | tuple | set | frozenset)
-        and len(fixed) > 0
-        and all(isinstance(k, str) for k in fixed)
-    )
-    if not (isinstance(p0, Mapping) or isinstance(bounds, Mapping) or named_fixed):
-        return p0, bounds, fixed
-    names = param_names(fn, model, n_params(fn, model, None))
-    index = {name: i for i, name in enumerate(names)}
-
-    def position(what, key):
-        if key not in index:
-            raise ValueError(f"{what}: unknown parameter {key!r}; the parameters are {list(names)}")
-        return index[key]
-
-    if isinstance(p0, Mapping):
-        for k in p0:
-            position("p0", k)
-    if isinstance(bounds, Mapping):
-        lo, hi = [-np.inf] * len(names), [np.inf] * len(names)
-        for k, pair in bounds.items():
-            i = position("bounds", k)
-            if not isinstance(pair, tuple | list) or len(pair) != 2:
-                raise ValueError(f"bounds[{k!r}] must be a pair (lower, upper), got {pair!r}")
-            lo[i], hi[i] = pair
-        bounds = (_by_position(lo), _by_position(hi))
-    if named_fixed:
-        items = fixed.items() if isinstance(fixed, Mapping) else ((k, True) for k in fixed)
-        flags: list = [False] * len(names)
-        for k, v in items:
-            flags[position("fixed", k)] = v
-        fixed = _by_position(flags)
-    return p0, bounds, fixed
-
-
-def _by_position(values: list):
-    """One value per parameter (scalars, or arrays with the batch shape) as ``(..., n)``."""
-    xp = jnp if any(isinstance(v, jax.Array) for v in values) else np
-    return xp.stack(xp.broadcast_arrays(*[xp.asarray(v) for v in values]), -1)
 
 
 def model_shape(fn, x, n, dtype):

@@ -195,7 +195,9 @@ def conf_interval(
       :class:`ConfidenceIntervals` (numpy arrays with the batch shape in front).
     """
     from jaxlm._fitting._api import fit
-    from jaxlm._fitting._inputs import data_precision, read_names, resolve_model
+    from jaxlm._fitting._inputs import resolve_model
+    from jaxlm._fitting._names import read_names
+    from jaxlm._fitting._precision import data_precision
     from jaxlm._fitting._result import FitResult
 
     if not isinstance(result, FitResult):
