@@ -49,8 +49,10 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxlm import _check, _damping, _linalg, _units
+from jaxlm import _check, _damping, _geodesic, _linalg, _restart, _stopping, _units
+from jaxlm._restart import Restart, select
 from jaxlm._status import Status, is_success  # noqa: F401  (is_success: re-exported)
+from jaxlm._stopping import default_tolerance  # noqa: F401  (re-exported)
 
 _ACCEPT_RATIO = 1e-4  # minimum gain ratio of an accepted step (MINPACK's 1e-4)
 JACOBIANS = ("fwd", "rev")
@@ -131,33 +133,6 @@ class LMState(NamedTuple):
     def caller_cost(self) -> jax.Array:
         """½‖r(params)‖² (or the Objective's cost) in the caller's units."""
         return _units.caller_cost(self.units, self.cost)
-
-
-class Restart(NamedTuple):
-    """A member's memory for a second attempt (``LevenbergMarquardt(restart=...)``).
-
-    Attributes:
-      start: the state at x₀, as ``init`` built it, with μ₀ for the restart's damping.
-      first: the first attempt's final state (meaningful once ``attempt == 1``).
-      offset: the trial steps taken before the restart (the step limit is per attempt).
-    """
-
-    start: LMState
-    first: LMState
-    offset: jax.Array
-
-
-RESTART_ON = (Status.MAX_STEPS, Status.NO_PROGRESS)
-"""Failure codes after which a member with ``restart`` set is re-run from its start."""
-
-
-def default_tolerance(dtype) -> float:
-    """``eps^(3/4)`` of the dtype: 1.8e-12 for float64, 6.4e-6 for float32.
-
-    Tight enough for NIST-certified accuracy in float64, loose enough that a float32
-    fit stops once float32 precision is reached instead of running to ``max_steps``.
-    """
-    return float(jnp.finfo(dtype).eps) ** 0.75
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +226,7 @@ class LevenbergMarquardt:
         else ``jac`` as given.  Decided once per trace from the residual's jaxpr."""
         if callable(self.jac):
             return "custom"
-        if _has_custom_vjp(flat_fun, z):
+        if _geodesic.has_custom_vjp(flat_fun, z):
             return "rev_only"
         return self.jac
 
@@ -278,32 +253,6 @@ class LevenbergMarquardt:
 
         jac, (r, cost) = jax.jacrev(with_aux, has_aux=True)(z)
         return r, cost, jac.T
-
-    def _tolerances(self, dtype):
-        tol = default_tolerance(dtype)
-        return tuple(tol if t is None else t for t in (self.ftol, self.xtol, self.gtol))
-
-    def _gtol_met(self, model, rr, gtol):
-        """The scaled-gradient (stationarity) test: the cosine between r and every
-        nonzero column of J is at most gtol, or r is zero (``rr = ‖r‖²``, from the pass
-        over r that computes the cost: another pass over a batch of residuals costs more
-        than this whole test)."""
-        g = _linalg.gradient(self.linear_solver, model)
-        nd = _linalg.normal_diag(self.linear_solver, model)
-        colnorm = jnp.sqrt(jnp.where(nd > 0, nd, 1))
-        cosines = jnp.where(nd > 0, jnp.abs(g) / colnorm, 0)
-        return (rr == 0) | (jnp.max(cosines) <= gtol * jnp.sqrt(rr))
-
-    def _scaled_gradient(self, model, cost, scale):
-        """``|g_j| / (√S_j·‖r‖)`` for every parameter j: the gradient measured against the
-        largest column norm the parameter has had (S, the running max of diag A), with
-        ``‖r‖ = √(2C)``; 0 for columns never seen and for a zero cost.  Unlike the gtol
-        cosine it vanishes where a column of J has shrunk to nothing at a minimum."""
-        g = _linalg.gradient(self.linear_solver, model)
-        seen = scale > 0
-        ratio = jnp.where(seen, jnp.abs(g) / jnp.sqrt(jnp.where(seen, scale, 1)), 0)
-        rnorm = jnp.sqrt(2 * cost)
-        return jnp.where(rnorm > 0, ratio / jnp.where(rnorm > 0, rnorm, 1), 0)
 
     def _renormalised(self, state):
         """The state after a step, with the residual's factor ρ raised by a power of two
@@ -345,7 +294,7 @@ class LevenbergMarquardt:
             raise TypeError(f"x0 must hold floating-point arrays, got dtype {x.dtype}")
         dtype = x.dtype
         n = x.shape[0]
-        _, _, gtol = self._tolerances(dtype)
+        _, _, gtol = _stopping.tolerances(self, dtype)
         flat_fun, user_jac_t = self._normalised(fun, unravel, _units.identity(n, dtype), args, dtype)
         mode = self._jacobian_mode(flat_fun, x)
         r_raw, cost_raw, jac_t_raw = self._linearise(flat_fun, user_jac_t, x, mode)
@@ -365,7 +314,9 @@ class LevenbergMarquardt:
             & jnp.all(jnp.isfinite(r))
             & jnp.all(jnp.isfinite(jac_t))
         )
-        status = jnp.where(self._gtol_met(model, r @ r, gtol), Status.CONVERGED_GTOL, Status.RUNNING)
+        status = jnp.where(
+            _stopping.gtol_test(self.linear_solver, model, r @ r, gtol), Status.CONVERGED_GTOL, Status.RUNNING
+        )
         if self.max_steps == 0:
             status = jnp.where(status == Status.RUNNING, Status.MAX_STEPS, status)
         status = jnp.where(finite, status, Status.NONFINITE).astype(jnp.int32)
@@ -402,7 +353,7 @@ class LevenbergMarquardt:
         trial = z + step
         r_new, cost_new, jac_new = self._linearise(flat_fun, user_jac_t, trial, mode)
         model_new = _linalg.compress(self.linear_solver, jac_new, r_new)
-        finite_new = _finite_trial(trial, cost_new, model_new)
+        finite_new = _stopping.finite_trial(trial, cost_new, model_new)
         actual = cost - cost_new
         rho = actual / predicted
         accepted = ok & finite_new & (rho > _ACCEPT_RATIO)
@@ -410,14 +361,15 @@ class LevenbergMarquardt:
         mu_new, nu_new = _damping.update_mu(self.update, accepted, rho, state.mu, state.nu)
         nd_new = _linalg.normal_diag(self.linear_solver, model_new)
         scale_new = jnp.where(accepted, _damping.update_scale(scale, nd_new), scale)
-        model_sel = _select(accepted, model_new, model)
+        model_sel = select(accepted, model_new, model)
         z_sel = jnp.where(accepted, trial, z)
         cost_sel = jnp.where(accepted, cost_new, cost)
         n_steps = state.n_steps + 1
         offset = 0 if state.memory is None else state.memory.offset
         # an informative step (see _stopping) needs a successful solve and a finite trial
-        status = self._stopping(
-            _Trial(step, z_sel, cost, cost_sel, actual, predicted, rho, accepted, ok & finite_new),
+        status = _stopping.status(
+            self,
+            _stopping.Trial(step, z_sel, cost, cost_sel, actual, predicted, rho, accepted, ok & finite_new),
             state.mu,
             mu_new,
             diag,
@@ -447,31 +399,13 @@ class LevenbergMarquardt:
         )
         running = state.status == Status.RUNNING
         if self.restart is None:
-            return _select(running, new, state)
-        core, memory = self._restarted(new._replace(memory=None), state.memory)
+            return select(running, new, state)
+        core, memory = _restart.restarted(new._replace(memory=None), state.memory)
         # the start never changes: it is carried, not selected
-        core = _select(running, core, state._replace(memory=None))
+        core = select(running, core, state._replace(memory=None))
         old = state.memory
-        first, offset = _select(running, (memory.first, memory.offset), (old.first, old.offset))
+        first, offset = select(running, (memory.first, memory.offset), (old.first, old.offset))
         return core._replace(memory=Restart(state.memory.start, first, offset))
-
-    def _restarted(self, new: LMState, memory: Restart) -> tuple[LMState, Restart]:
-        """The state after a step, with ``restart`` (``new`` without its memory): a first
-        attempt that has just failed (:data:`RESTART_ON`) starts again from x₀ with the
-        restart's damping; a second attempt that has just stopped keeps whichever of the
-        two final points has the lower cost (the second on a tie), with that attempt's
-        status.  Step and evaluation counts are totals over both attempts."""
-        failed = jnp.isin(new.status, jnp.asarray(RESTART_ON, jnp.int32))
-        again = (new.attempt == 0) & failed
-        counts = {"n_steps": new.n_steps, "n_fev": new.n_fev}
-        # the second attempt has stopped: compare ½‖r‖² in the caller's units (the two
-        # attempts' residual factors may differ after renormalisation)
-        done = (new.attempt == 1) & (new.status != Status.RUNNING)
-        first_better = done & (_log_caller_cost(memory.first) < _log_caller_cost(new))
-        core = _select(again, memory.start._replace(**counts), new)
-        core = _select(first_better, memory.first._replace(**counts, attempt=new.attempt), core)
-        first = _select(again, new, memory.first)
-        return core, Restart(memory.start, first, jnp.where(again, new.n_steps, memory.offset))
 
     def _propose(self, flat_fun, user_jac_t, z, mu, diag, model, mode):
         """The trial step from ``(A + μD) h = −g`` (one factorisation), plus half the
@@ -484,7 +418,9 @@ class LevenbergMarquardt:
         predicted = 0.5 * _linalg.curvature(method, model, h) + mu * jnp.sum(diag * h * h)
         if not self.geodesic:
             return h, ok, predicted, 1
-        d, too_large = self._acceleration(flat_fun, user_jac_t, z, h, factor, diag, model, mode)
+        d, too_large = _geodesic.acceleration(
+            self.linear_solver, self.geodesic_alpha, flat_fun, user_jac_t, z, h, factor, diag, model, mode
+        )
         # Transtrum & Sethna's rule: a finite acceleration too large against the velocity
         # means the step left the region where the quadratic path is to be trusted: reject
         # it and raise μ (such a rejection is not informative, see _stopping).  ρ is
@@ -494,171 +430,9 @@ class LevenbergMarquardt:
         # stops on a plateau).
         return h + d, ok & ~too_large, predicted, 2
 
-    def _stopping(self, t, mu, mu_new, diag, model, scale, scale_new, model_sel, model_new, r_new, n_steps):
-        """The status after a step (``t``: its :class:`_Trial`).
-
-        All tests are relative (unit free).  Only an *informative* step may count for
-        ftol/xtol, so that each of them is a stationarity claim: its solve succeeded, its
-        trial point was finite, and in every direction the residual sees either the step
-        was decided by the model, not by μ (``μD_j ≤ A_jj``), or — for a rejected step —
-        the point is stationary on that parameter's scale (:meth:`_scaled_gradient` ≤
-        eps^(3/8), whatever tolerances the caller chose: a direction whose Gauss–Newton
-        curvature vanishes at the minimum, such as a parameter held at a bound by the fit
-        layer's transform, or one that the data no longer determine, is damped there).  A
-        damped direction elsewhere has a short step, and predicts a small reduction, only
-        because μ is large: at the edge of the residual's domain (the minimum lies beyond
-        it) μ grows without bound while the gradient stays.  A rejected informative step
-        counts for xtol as in MINPACK (failing even at relative size xtol means no better
-        point is within reach of the model).  Every other rejection (a failed solve, a
-        non-finite trial point, a too-large acceleration) says nothing about the current
-        point; such steps shrink until they are below machine precision and end as
-        NO_PROGRESS.
-        """
-        dtype = t.cost.dtype
-        ftol, xtol, gtol = self._tolerances(dtype)
-        nd = _linalg.normal_diag(self.linear_solver, model)
-        undamped = (mu * diag <= nd) | (nd == 0)
-        stationary = self._scaled_gradient(model_sel, t.cost_sel, scale_new) <= jnp.sqrt(
-            default_tolerance(dtype)
-        )
-        informative = t.solved_finite & jnp.all(undamped | (~t.accepted & stationary))
-        sqrt_s = jnp.sqrt(scale)
-        step_norm = jnp.linalg.norm(sqrt_s * t.step)
-        x_norm = jnp.linalg.norm(sqrt_s * t.z_sel)
-        ftol_met = (
-            informative & (jnp.abs(t.actual) <= ftol * t.cost) & (t.predicted <= ftol * t.cost) & (t.rho <= 2)
-        )
-        xtol_met = informative & (step_norm <= xtol * x_norm)
-        gtol_met = t.accepted & self._gtol_met(model_new, r_new @ r_new, gtol)
-        eps = jnp.finfo(dtype).eps
-        stuck = ~t.accepted & ((step_norm <= eps * x_norm) | ~jnp.isfinite(mu_new))
-
-        status = jnp.where(n_steps >= self.max_steps, Status.MAX_STEPS, Status.RUNNING)
-        status = jnp.where(stuck, Status.NO_PROGRESS, status)
-        status = jnp.where(gtol_met, Status.CONVERGED_GTOL, status)
-        status = jnp.where(xtol_met, Status.CONVERGED_XTOL, status)
-        return jnp.where(ftol_met, Status.CONVERGED_FTOL, status)
-
-    def _acceleration(self, flat_fun, user_jac_t, z, h, factor, diag, model, mode):
-        """Half the geodesic acceleration, ``d = ½a`` with ``(A + μD) a = −Jᵀ r''[h, h]``
-        (Transtrum & Sethna 2012), and whether it is finite but too large.
-
-        ``r''[h, h]``, the second directional derivative of the residual along the
-        velocity h, comes from two nested JVPs.  ``Jᵀ(·)`` is taken in the Jacobian's own
-        mode (forward: the columns of J pushed through the same linearisation as h,
-        :func:`_forward_jt_rvv`; reverse: one VJP; a callable ``jac``: the caller's), so
-        a residual that is finite in that mode gets a finite acceleration.  A residual without a
-        forward mode (a
-        ``jax.custom_vjp`` inside) gets Transtrum's finite difference instead,
-        ``Jᵀr'' ≈ (2/δ)(Jᵀ(r(z + δh) − r(z))/δ − Ah)`` with δ = 0.1, from one VJP.  The
-        solve reuses the step's factorisation.
-
-        An acceleration that is not finite (a residual whose second derivative does not
-        exist there, a failed solve) is not used: d = 0 and the step is the plain h; it
-        is never a reason to reject h.  A finite one that is too large
-        (``2‖a‖ > alpha·‖h‖`` in the D-norm) is reported so that the step rejects it.
-        """
-        residual = lambda w: flat_fun(w)[0]  # noqa: E731
-        if mode == "rev_only":
-            delta = jnp.asarray(0.1, z.dtype)
-            r, vjp = jax.vjp(residual, z)
-            a_h = _linalg.model_product(self.linear_solver, model, h)
-            jt_rvv = (2 / delta) * (vjp((residual(z + delta * h) - r) / delta)[0] - a_h)
-        elif mode == "rev":
-            (jt_rvv,) = jax.vjp(residual, z)[1](_second_directional(residual, z, h))
-        elif mode == "fwd":
-            jt_rvv = _forward_jt_rvv(residual, z, h)
-        else:
-            jt_rvv = user_jac_t(z) @ _second_directional(residual, z, h)
-        accel, ok = _linalg.damped_solve(self.linear_solver, factor, -jt_rvv)
-        sqrt_d = jnp.sqrt(diag)
-        small = 2 * jnp.linalg.norm(sqrt_d * accel) <= self.geodesic_alpha * jnp.linalg.norm(sqrt_d * h)
-        return jnp.where(ok & small, 0.5 * accel, 0), ok & ~small
-
     def run(self, fun: Callable, x0, *args) -> LMState:
         """``init`` then ``step`` in a ``lax.while_loop`` until every member has stopped."""
         state = self.init(fun, x0, *args)
         return jax.lax.while_loop(
             lambda s: s.status == Status.RUNNING, lambda s: self.step(fun, s, *args), state
         )
-
-
-def _select(condition, a, b):
-    """``where(condition, a, b)`` leaf by leaf over two pytrees of the same structure."""
-    return jax.tree_util.tree_map(lambda u, v: jnp.where(condition, u, v), a, b)
-
-
-def _log_caller_cost(state: LMState) -> jax.Array:
-    """log of ½‖r‖² in the caller's units, ``log C − 2 log ρ``: comparable between
-    states whose residual factors differ, without forming C/ρ² (which may overflow);
-    NaN as +inf, so that a finite cost always compares lower."""
-    value = jnp.log(state.cost) - 2 * jnp.log(state.units.residual)
-    return jnp.where(jnp.isnan(value), jnp.inf, value)
-
-
-class _Trial(NamedTuple):
-    """What the stopping tests need to know about one trial step (normalised units)."""
-
-    step: jax.Array  # the step taken, h (+ d)
-    z_sel: jax.Array  # the point kept: the trial if accepted, else the current one
-    cost: jax.Array  # the cost before the step
-    cost_sel: jax.Array  # the cost kept
-    actual: jax.Array  # actual reduction C − C(trial)
-    predicted: jax.Array  # reduction predicted for h
-    rho: jax.Array  # gain ratio actual / predicted
-    accepted: jax.Array
-    solved_finite: jax.Array  # the solve succeeded and the trial point is finite
-
-
-def _finite_trial(trial, cost_new, model_new):
-    """Whether a trial point can be compared at all: point, residual, cost and Jacobian
-    finite, and the cost not (nearly) underflowed — a residual that fell by about the
-    dtype's range below the start's counts as non-finite, unless it is zero.
-
-    The residual and Jacobian are judged through the n×n model (JᵀJ and Jᵀr, or R and
-    Qᵀr), which holds a NaN or an inf wherever r or J does (0·NaN and 0·inf are NaN), at
-    a cost of O(n²) instead of two more passes over the m×n Jacobian of every member (a
-    quarter of a step's time on a batch of 100-point decays); it also rejects a JᵀJ that
-    overflows, which no step could use."""
-    eps = jnp.finfo(cost_new.dtype).eps
-    return (
-        jnp.all(jnp.isfinite(trial))
-        & jnp.isfinite(cost_new)
-        & jnp.all(jnp.isfinite(model_new.matrix))
-        & jnp.all(jnp.isfinite(model_new.vector))
-        & ((cost_new >= jnp.finfo(cost_new.dtype).tiny / eps) | (cost_new == 0))
-    )
-
-
-def _forward_jt_rvv(residual, z, h):
-    """``Jᵀ r''[h, h]`` in forward mode from one linearisation of ``w ↦ (r(w), J(w)h)`` at
-    z: pushing the unit tangents gives the columns of J, pushing h gives ``r''[h, h]``,
-    all from one evaluation of the residual's primal (separately, the rows of Jᵀ and the
-    nested JVPs each evaluate it: 3-5 % of a step on a batch of 100-point decays)."""
-    n = z.shape[0]
-    _, push = jax.linearize(lambda w: jax.jvp(residual, (w,), (h,)), z)
-    tangents = jnp.concatenate([jnp.eye(n, dtype=z.dtype), h[None]])
-    columns, second = jax.vmap(push)(tangents)
-    return columns[:n] @ second[n]
-
-
-def _second_directional(residual, z, h):
-    """``r''[h, h]`` by two nested JVPs."""
-    return jax.jvp(lambda w: jax.jvp(residual, (w,), (h,))[1], (z,), (h,))[1]
-
-
-def _has_custom_vjp(fn, *example) -> bool:
-    """Whether ``fn``'s jaxpr holds a ``jax.custom_vjp`` call (at any depth)."""
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name.startswith("custom_vjp"):
-                return True
-            for param in eqn.params.values():
-                for sub in param if isinstance(param, tuple | list) else (param,):
-                    inner = getattr(sub, "jaxpr", sub)
-                    if hasattr(inner, "eqns") and walk(inner):
-                        return True
-        return False
-
-    return walk(jax.make_jaxpr(fn)(*example).jaxpr)
