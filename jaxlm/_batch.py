@@ -17,10 +17,8 @@ reused by later calls with the same batch size.  A stopped
 member is frozen by ``step`` itself, so padding a bucket with copies of a stopped member
 changes nothing, and every member's result is the one it would have had alone.
 
-**Chunks.**  ``chunk_size`` splits a batch that does not fit in device memory into
-chunks of equal size (the last one padded, so nothing recompiles); chunk ``i + 1`` is
-transferred to the device while chunk ``i`` is solved, results are copied back
-asynchronously and returned as host (numpy) arrays.
+**Chunks.**  ``chunk_size`` streams a batch larger than device memory in chunks, with
+a progress bar (:mod:`jaxlm._stream`).
 
 **Devices.**  Inputs sharded along the batch axis with :mod:`jax.sharding` (a
 ``NamedSharding`` whose spec partitions axis 0) are solved where they lie: every phase,
@@ -32,16 +30,13 @@ Only the per-device status tallies meet, on the host, between phases.
 are ordinary ``jax.jit`` programs over global arrays, the same code runs multi-host
 after ``jax.distributed.initialize`` (see the README); there the tallies are gathered
 across processes (``process_allgather``) so that every process takes the same steps.
-
-**Progress.**  ``progress=True`` shows a tqdm bar counting finished fits, with fits/s
-and the running status tally.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -135,7 +130,7 @@ def batch_sharding(leaves, devices) -> NamedSharding | None:
     return None
 
 
-def _n_shards(sharding) -> int:
+def shard_count(sharding) -> int:
     if sharding is None:
         return 1
     axes = sharding.spec[0]
@@ -288,7 +283,7 @@ def run(
     shard count divides the batch) every shard runs its own phases and compactions on
     its own members; the bucket sizes are per shard, the same on every shard.
     """
-    n_shards = _n_shards(sharding)
+    n_shards = shard_count(sharding)
     size = jax.tree_util.tree_leaves(x0)[0].shape[0] // n_shards  # per shard
     state, counts = _init(solver, fun, axes, sharding, x0, args)
     counts = host_value(counts)
@@ -314,149 +309,3 @@ def run(
             idx, active, active_args = _compact(size, axes, sharding, state, args)
     sizes = tuple(s * n_shards for s in sorted(sizes, reverse=True))
     return state, RunStats(executed, needed, phases, sizes)
-
-
-# --------------------------------------------------------------------------- chunks and progress
-class Progress:
-    """A tqdm bar over finished fits with fits/s and the status tally (no-op when off)."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.bar = None
-        self.done_before = 0
-        self.tally = np.zeros(len(Status), np.int64)
-        if not enabled:
-            return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError as err:  # pragma: no cover - tqdm is in every extra that needs it
-            raise ImportError("progress=True needs tqdm: pip install tqdm") from err
-        self.bar = tqdm(total=total, unit="fit", unit_scale=True, desc="jaxlm", smoothing=0.1)
-
-    def phase(self, counts, real: int, pad: int):
-        """Counts of the current chunk after a phase (padding members excluded)."""
-        if self.bar is None:
-            return
-        finished = min(int(np.sum(counts)) - int(counts[Status.RUNNING]) - pad, real)
-        self.bar.n = self.done_before + max(finished, 0)  # the tally waits for the chunk's end
-        self.bar.refresh()
-
-    def chunk_done(self, out, real: int):
-        """A chunk's ``real`` members finished: count their statuses (a host sync, so
-        only when the bar is shown)."""
-        if self.bar is None:
-            return
-        status = _status_of(out)[:real]
-        self.tally += np.bincount(np.clip(status.ravel(), 0, len(Status) - 1), minlength=len(Status))
-        self.done_before += status.size
-        self.bar.n = self.done_before
-        self._postfix(self.tally)
-
-    def _postfix(self, tally):
-        parts = {"converged": int(tally[Status.CONVERGED_FTOL : Status.CONVERGED_GTOL + 1].sum())}
-        for code in Status:
-            if code > Status.CONVERGED_GTOL and tally[code]:
-                parts[code.name.lower()] = int(tally[code])
-        self.bar.set_postfix({k: f"{v:,}" for k, v in parts.items()}, refresh=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-def stream(
-    solve_chunk: Callable[[Any, Callable], Any],
-    inputs,
-    batch: int,
-    *,
-    chunk_size: int | None,
-    sharding: NamedSharding | None,
-    progress: Progress,
-):
-    """Run ``solve_chunk(chunk_inputs, on_phase)`` over chunks of the batched ``inputs``.
-
-    ``inputs`` is a pytree whose leaves are batched along axis 0 (host or device
-    arrays).  Without ``chunk_size`` the whole batch is one chunk and the device result
-    is returned as is (sharded like the input).  With it, every chunk has the same size
-    (the last one padded with copies of its first member), chunk ``i + 1`` is placed on
-    the device before chunk ``i`` is solved, and the results are gathered into host
-    numpy arrays.
-    """
-    n_shards = _n_shards(sharding)
-    if chunk_size is None or batch == 0:
-        pad = (-batch) % n_shards
-        placed = _place(_pad(inputs, pad), sharding)
-        out = solve_chunk(placed, lambda counts: progress.phase(counts, batch, pad))
-        out = _unpad(out, batch) if pad else out
-        progress.chunk_done(out, batch)
-        if chunk_size is not None:  # an empty batch: numpy results, as for any chunked one
-            out = jax.tree_util.tree_map(np.asarray, out)
-        return out
-    size = min(chunk_size, batch)
-    size += (-size) % n_shards
-    starts = list(range(0, batch, size))
-
-    def load(start):
-        real = min(size, batch - start)
-        part = jax.tree_util.tree_map(lambda a: a[start : start + real], inputs)
-        return _place(_pad(part, size - real), sharding), real
-
-    results = None
-    pending = load(starts[0])
-    previous = None
-    for k, start in enumerate(starts):
-        placed, real = pending
-        if k + 1 < len(starts):
-            pending = load(starts[k + 1])  # async host→device copy overlaps this chunk
-        out = solve_chunk(placed, lambda counts, real=real: progress.phase(counts, real, size - real))
-        for leaf in jax.tree_util.tree_leaves(out):
-            # Start the device→host copy now (an accelerator's results then arrive while
-            # the next chunk runs).  Only for accelerators: on CPU the result already is
-            # in host memory.  (Notebook 5's hangs, first blamed on this copy, were
-            # LAPACK in the finishing program: see jaxlm/_fitting/_covariance.py.)
-            if any(d.platform != "cpu" for d in leaf.devices()):
-                leaf.copy_to_host_async()
-        progress.chunk_done(out, real)
-        if previous is not None:
-            results = _store(results, *previous, batch)
-        previous = (out, start, real)
-    results = _store(results, *previous, batch)
-    return results
-
-
-def _store(results, out, start, real, batch):
-    host = jax.tree_util.tree_map(lambda a: np.asarray(a)[:real], out)
-    if results is None:
-        results = jax.tree_util.tree_map(lambda a: np.empty((batch,) + a.shape[1:], a.dtype), host)
-    jax.tree_util.tree_map(lambda dst, src: dst.__setitem__(slice(start, start + real), src), results, host)
-    return results
-
-
-def _status_of(out):
-    """This process's part of the status array, on the host."""
-    status = out.status
-    if getattr(status, "is_fully_addressable", True):
-        return np.asarray(status)
-    return np.concatenate([np.asarray(s.data) for s in status.addressable_shards])
-
-
-def _pad(tree, pad):
-    if pad == 0:
-        return tree
-    return jax.tree_util.tree_map(
-        lambda a: jnp.concatenate([jnp.asarray(a), jnp.repeat(jnp.asarray(a)[:1], pad, axis=0)]), tree
-    )
-
-
-def _unpad(tree, real):
-    return jax.tree_util.tree_map(lambda a: a[:real], tree)
-
-
-def _place(tree, sharding):
-    if sharding is None:  # the default device (inputs may have been prepared on the host)
-        return jax.device_put(tree, jax.devices()[0])
-    return jax.tree_util.tree_map(
-        lambda a: jax.device_put(
-            a, NamedSharding(sharding.mesh, PartitionSpec(sharding.spec[0], *([None] * (np.ndim(a) - 1))))
-        ),
-        tree,
-    )

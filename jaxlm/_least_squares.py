@@ -228,7 +228,7 @@ def least_squares_batch(
       TypeError, ValueError: as :func:`least_squares`, plus a bad ``in_axes``, batch
         sizes that disagree, or a driver option out of range.
     """
-    from jaxlm import _batch
+    from jaxlm import _batch, _stream
 
     driver = _batch.Options(compact=compact, chunk_size=chunk_size, progress=progress, devices=devices)
     driver = driver.validate()
@@ -277,9 +277,9 @@ def least_squares_batch(
             state,
         )
 
-    bar = _batch.Progress(size, driver.progress)
+    bar = _stream.Progress(size, driver.progress)
     try:
-        return _batch.stream(
+        return _stream.stream(
             solve_chunk,
             (x0, batched_args),
             size,

@@ -13,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxlm import _batch, _programs
+from jaxlm import _batch, _programs, _stream
 from jaxlm._fitting._inputs import CurveData, Prepared
 from jaxlm._fitting._objective import Config, FreeResidual
 from jaxlm._fitting._result import CurveArgs, FitResult, finish_one
@@ -119,9 +119,9 @@ def fit_driven(cfg: Config, prep: Prepared, driver: _batch.Options) -> FitResult
         )
         return _finish_batch(cfg, arg_axes, state, args, n_valid)
 
-    bar = _batch.Progress(size, driver.progress)
+    bar = _stream.Progress(size, driver.progress)
     try:
-        out = _batch.stream(
+        out = _stream.stream(
             solve_chunk, per_fit, size, chunk_size=driver.chunk_size, sharding=sharding, progress=bar
         )
     finally:
