@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
 
 import numpy as np
 
@@ -70,3 +72,14 @@ def real(name: str, value, *, positive: bool = False, allow_none: bool = False) 
         kind = "positive and finite" if positive else "non-negative and finite"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
     return out
+
+
+def caller_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` in the calling function that points at the
+    first frame outside jaxlm: the user's line, however many of jaxlm's wrappers
+    (precision, explicit mesh axes, curve_fit over fit) lie between."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

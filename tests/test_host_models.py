@@ -113,3 +113,23 @@ def test_a_numpy_model_of_the_wrong_length_or_complex_is_named():
         jaxlm.fit(lambda x, a, k, c: decay(x, a, k, c)[:4], x, ys[0], [1.0, 1.0, 0.0])
     with HOST, pytest.raises(ValueError, match="complex values"):
         jaxlm.fit(lambda x, a, k, c: decay(x, a, k, c) * 1j, x, ys[0], [1.0, 1.0, 0.0])
+
+
+def test_the_warnings_point_at_the_callers_line():
+    """jaxlm's wrappers (data precision, explicit mesh axes, curve_fit over fit) sit
+    between the caller and the warning: it must still name the caller's file and line."""
+    x = np.linspace(0.0, 1.0, 10)
+    y = 2.0 * np.exp(-x)
+    calls = {
+        "curve_fit": lambda: jaxlm.curve_fit(lambda x, a: a * np.exp(-x * a), x, y, p0=[1.0]),
+        "fit": lambda: jaxlm.fit(lambda x, a: a * np.exp(-x * a), x, y, p0=[1.0]),
+        # one point, one parameter: dof 0, pcov inf
+        "covariance": lambda: jaxlm.fit(lambda x, a: a * jnp.exp(-x), x[:1], y[:1], p0=[1.0]),
+    }
+    for name, call in calls.items():
+        with pytest.warns(Warning) as caught:
+            line = call.__code__.co_firstlineno
+            call()
+        assert caught, name
+        for w in caught:
+            assert (w.filename, w.lineno) == (__file__, line), (name, w.filename, w.lineno, str(w.message))

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from jaxlm import _check
+
 _UNTRACEABLE = (
     jax.errors.TracerArrayConversionError,
     jax.errors.ConcretizationTypeError,  # includes bool() of a tracer: `if x > 0:`
@@ -57,7 +59,7 @@ def untraceable(fn, x, n: int, dtype) -> str | None:
 
 
 def warn_host(reason: str) -> None:
-    warnings.warn(HOST_WARNING.format(reason=reason), UserWarning, stacklevel=5)  # fit's caller
+    warnings.warn(HOST_WARNING.format(reason=reason), UserWarning, stacklevel=_check.caller_stacklevel())
 
 
 @dataclasses.dataclass(frozen=True)

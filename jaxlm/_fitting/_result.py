@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm import _check
 from jaxlm._fitting import _report
 from jaxlm._fitting._covariance import covariance
 from jaxlm._fitting._objective import Config, objective
@@ -250,7 +251,7 @@ def warn_if_no_covariance(res: FitResult) -> None:
             f"Covariance of the parameters could not be estimated{which} (no more points than free "
             "parameters, or parameters the data do not determine): pcov is inf",
             _covariance_warning(),
-            stacklevel=4,  # warn_if_no_covariance, fit, its precision wrapper, the caller
+            stacklevel=_check.caller_stacklevel(),
         )
 
 
