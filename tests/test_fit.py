@@ -421,3 +421,32 @@ def test_gradients_through_fit_match_finite_differences(wrt):
     np.testing.assert_allclose(jvp, fd, rtol=0, atol=1e-6 * scale)
     grad = jax.grad(lambda v: out(v)[0])(base)
     np.testing.assert_allclose(jnp.vdot(grad, direction), jvp[0], rtol=1e-9)
+
+
+def test_no_xdata_calls_f_with_none_as_scipy_does():
+    """scipy's curve_fit takes xdata=None and calls f(None, *p); fit does too, for a batch,
+    keeping f's parameter names, reusing the programs for the same f, and refusing a built-in
+    model (which needs x)."""
+    t = np.arange(20.0)
+    calls = []
+
+    def decay(x, amp, rate):
+        calls.append(x)
+        return amp * jnp.exp(-rate * t)
+
+    y = np.stack([3.0 * np.exp(-0.5 * t), 1.0 * np.exp(-0.2 * t)])
+    res = jaxlm.fit(decay, None, y, p0=[1.0, 1.0])
+    np.testing.assert_allclose(np.asarray(res.params), [[3.0, 0.5], [1.0, 0.2]], rtol=1e-9)
+    assert res.param_names == ("amp", "rate") and all(x is None for x in calls)
+    from jaxlm._fitting._api import without_x
+
+    # the same f gets the same wrapper, hence the same compiled programs
+    assert without_x(decay, None, y)[0] is without_x(decay, None, 2 * y)[0]
+    again = jaxlm.fit(decay, None, 2 * y, p0=[1.0, 1.0])
+    np.testing.assert_allclose(np.asarray(again.params), [[6.0, 0.5], [2.0, 0.2]], rtol=1e-9)
+    popt, _ = so.curve_fit(lambda _, a, k: a * np.exp(-k * t), None, y[0], p0=[1.0, 1.0])
+    np.testing.assert_allclose(jaxlm.curve_fit(decay, None, y[0], p0=[1.0, 1.0])[0], popt, rtol=1e-6)
+    with pytest.raises(ValueError, match="xdata"):
+        jaxlm.fit("gaussian", None, y)
+    with pytest.raises(ValueError, match="ydata"):
+        jaxlm.curve_fit(decay, None, 1.0)

@@ -24,7 +24,6 @@ NOT_RUN = {
     "662.52962374, and curve_fit raises; scipy stops at 662.52963451 and reports success",
     "test_empty_inputs": "zero points: jaxlm raises scipy's N > M TypeError before the ValueError scipy "
     "expects for empty arrays",
-    "test_None_x": "xdata=None (scipy calls f(None, *p)): jaxlm needs an xdata array",
     "test_full_output": "infodict holds nfev and fvec, not MINPACK's fjac/ipvt/qtf",
     "test_curvefit_omitnan": "compares with scipy's own stopping point at rtol 1e-7; jaxlm's answer "
     "differs by 1.2e-7 in one case",

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
+import weakref
 from collections.abc import Mapping
 
 import jax
@@ -22,6 +24,7 @@ from jaxlm._fitting._run import fit_batch, fit_driven
 from jaxlm._least_squares import solver_from
 from jaxlm._solver import LevenbergMarquardt
 from jaxlm._status import Status
+from jaxlm.models import Model
 
 NAN_POLICIES = (None, "omit", "raise")
 _SOLVER_OPTIONS = {f.name for f in dataclasses.fields(LevenbergMarquardt)}
@@ -73,7 +76,8 @@ def fit(
         :class:`jaxlm.models.Model` or the name of one (``jaxlm.models.names()``).  An
         ``f`` that JAX cannot trace (numpy, Python control flow on its inputs) runs on
         the host with a warning (see :func:`curve_fit`).
-      xdata: the independent variable (see batching above).
+      xdata: the independent variable (see batching above), or None: ``f`` is then
+        called as ``f(None, *params)``, as scipy does.
       ydata: ``(..., m)`` data.
       p0: start ``(n,)`` or ``(..., n)``.  ``None``: the model's guess from the data for
         built-in models; otherwise ones (scipy), or the middle of finite bounds.
@@ -154,6 +158,7 @@ def fit(
       Laurence & Chromy, "Efficient maximum likelihood estimator fitting of
       histograms", Nature Methods 7, 338 (2010).
     """
+    f, xdata = without_x(f, xdata, ydata)
     model, fn = resolve_model(f)
     user_fn = fn
     p0, bounds, fixed = read_names(fn, model, p0, bounds, fixed)
@@ -262,6 +267,7 @@ def curve_fit(
     x64 is off (the fit runs under a thread-local ``jax.enable_x64`` scope; the caller's
     configuration is not changed); float32 data are fitted and returned in float32.
     """
+    f, xdata = without_x(f, xdata, ydata)
     if "args" in kwargs:  # scipy's error: curve_fit calls f(x, *params) only
         raise ValueError(
             "'args' is not a supported keyword argument: bind extra arguments of f with a closure "
@@ -331,6 +337,29 @@ def curve_fit(
         mesg = Status(int(res.status)).message if res.status.ndim == 0 else "see ier per member"
         return res.params, res.pcov, infodict, mesg, res.status
     return res.params, res.pcov
+
+
+_IGNORING_X: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def without_x(f, xdata, ydata):
+    """``xdata=None`` as in scipy, which then calls ``f(None, *params)``: ``f`` wrapped to
+    ignore a placeholder x of one integer per point (integers do not decide the working
+    dtype).  The wrapper is kept per ``f``, so that fitting the same ``f`` again reuses its
+    compiled programs, and keeps ``f``'s signature (parameter names)."""
+    if xdata is not None:
+        return f, xdata
+    if not callable(f) or isinstance(f, str | Model):
+        raise ValueError("xdata: only a callable f can be fitted without xdata (scipy calls f(None, *p))")
+    if np.ndim(ydata) == 0:
+        raise ValueError("ydata: without xdata, ydata must hold the data points (one or more)")
+    try:
+        wrapped = _IGNORING_X[f]
+    except (KeyError, TypeError):  # TypeError: f cannot be weakly referenced (it is then not cached)
+        wrapped = functools.wraps(f)(lambda x, *params: f(None, *params))
+        with contextlib.suppress(TypeError):
+            _IGNORING_X[f] = wrapped
+    return wrapped, np.zeros(np.shape(ydata)[-1], np.int32)
 
 
 def host_model(fn, model, xdata, p0) -> str | None:
