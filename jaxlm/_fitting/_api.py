@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
+import inspect
 import math
 import weakref
 from collections.abc import Mapping
@@ -345,21 +345,32 @@ _IGNORING_X: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def without_x(f, xdata, ydata):
     """``xdata=None`` as in scipy, which then calls ``f(None, *params)``: ``f`` wrapped to
     ignore a placeholder x of one integer per point (integers do not decide the working
-    dtype).  The wrapper is kept per ``f``, so that fitting the same ``f`` again reuses its
-    compiled programs, and keeps ``f``'s signature (parameter names)."""
+    dtype).  The wrapper has ``f``'s signature (parameter names) and is kept while ``f``
+    lives, so that fitting the same ``f`` again reuses its compiled programs; it holds
+    ``f`` weakly, so the map never keeps an ``f`` (and what it captured) alive."""
     if xdata is not None:
         return f, xdata
     if not callable(f) or isinstance(f, str | Model):
         raise ValueError("xdata: only a callable f can be fitted without xdata (scipy calls f(None, *p))")
     if np.ndim(ydata) == 0:
         raise ValueError("ydata: without xdata, ydata must hold the data points (one or more)")
+    x = np.zeros(np.shape(ydata)[-1], np.int32)
+    with contextlib.suppress(KeyError, TypeError):
+        return _IGNORING_X[f], x
     try:
-        wrapped = _IGNORING_X[f]
-    except (KeyError, TypeError):  # TypeError: f cannot be weakly referenced (it is then not cached)
-        wrapped = functools.wraps(f)(lambda x, *params: f(None, *params))
-        with contextlib.suppress(TypeError):
-            _IGNORING_X[f] = wrapped
-    return wrapped, np.zeros(np.shape(ydata)[-1], np.int32)
+        target = weakref.ref(f)
+    except TypeError:  # f cannot be weakly referenced: hold it, and make a wrapper per call
+        target = lambda: f  # noqa: E731
+
+    def ignoring_x(x, *params):
+        return target()(None, *params)
+
+    ignoring_x.__name__ = getattr(f, "__name__", "f")
+    with contextlib.suppress(TypeError, ValueError):
+        ignoring_x.__signature__ = inspect.signature(f)
+    with contextlib.suppress(TypeError):
+        _IGNORING_X[f] = ignoring_x
+    return ignoring_x, x
 
 
 def host_model(fn, model, xdata, p0) -> str | None:
