@@ -5,9 +5,9 @@ For n = 2…16 parameters and a batch of ``--batch`` members, times
 * the damped solve ``(A + μD) h = −g``: ``jnp.linalg.cholesky`` + ``cho_solve`` under
   ``vmap`` (batch-major, what ``vmap`` produces), the same on a batch-minor copy
   (``(n, n, B)``, solved by the unrolled code with the batch as the vector axis), and
-  jaxlm's unrolled Cholesky (``jaxlm._linalg._unrolled_cholesky_solve``) under ``vmap``;
+  jaxlm's unrolled Cholesky (``jaxlm._linalg._cholesky._unrolled_cholesky_solve``) under ``vmap``;
 * the normal-equation products ``JᵀJ, Jᵀr`` for m = 64 points: a batched matmul of J
-  (m, n) vs jaxlm's unrolled column products on Jᵀ (n, m) (``_linalg.compress``).
+  (m, n) vs jaxlm's unrolled column products on Jᵀ (n, m) (``Cholesky.compress``).
 
     python benchmarks/small_solve.py [--batch 100000] [--dtype float32]
 
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from _timing import timed
 
-from jaxlm import _linalg
+from jaxlm._linalg import _cholesky
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
@@ -41,7 +41,7 @@ def lapack(a, b):
 
 
 def unrolled(a, b):
-    return _linalg._unrolled_cholesky_solve(a, b)[0]
+    return _cholesky._unrolled_cholesky_solve(a, b)[0]
 
 
 def main():
@@ -70,7 +70,7 @@ def main():
         jac_t = jnp.asarray(np.swapaxes(jac, 1, 2).copy())
         t_matmul = best(jax.vmap(lambda j, r: (j.T @ j, j.T @ r)), jac_j, res_j)
         t_products = best(
-            jax.vmap(lambda jt, r: (_linalg._unrolled_gram(jt), _linalg._unrolled_products(jt, r))),
+            jax.vmap(lambda jt, r: (_cholesky._unrolled_gram(jt), _cholesky._unrolled_products(jt, r))),
             jac_t,
             res_j,
         )

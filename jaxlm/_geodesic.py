@@ -7,10 +7,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlm import _linalg
 
-
-def acceleration(method, alpha, flat_fun, user_jac_t, z, h, factor, diag, model, mode):
+def acceleration(linalg, alpha, flat_fun, user_jac_t, z, h, factor, diag, model, mode):
     """Half the geodesic acceleration, ``d = ½a`` with ``(A + μD) a = −Jᵀ r''[h, h]``
     (Transtrum & Sethna 2012), and whether it is finite but too large.
 
@@ -33,7 +31,7 @@ def acceleration(method, alpha, flat_fun, user_jac_t, z, h, factor, diag, model,
     if mode == "rev_only":
         delta = jnp.asarray(0.1, z.dtype)
         r, vjp = jax.vjp(residual, z)
-        a_h = _linalg.model_product(method, model, h)
+        a_h = linalg.model_product(model, h)
         jt_rvv = (2 / delta) * (vjp((residual(z + delta * h) - r) / delta)[0] - a_h)
     elif mode == "rev":
         (jt_rvv,) = jax.vjp(residual, z)[1](second_directional(residual, z, h))
@@ -41,7 +39,7 @@ def acceleration(method, alpha, flat_fun, user_jac_t, z, h, factor, diag, model,
         jt_rvv = forward_jt_rvv(residual, z, h)
     else:
         jt_rvv = user_jac_t(z) @ second_directional(residual, z, h)
-    accel, ok = _linalg.damped_solve(method, factor, -jt_rvv)
+    accel, ok = linalg.solve(factor, -jt_rvv)
     sqrt_d = jnp.sqrt(diag)
     small = 2 * jnp.linalg.norm(sqrt_d * accel) <= alpha * jnp.linalg.norm(sqrt_d * h)
     return jnp.where(ok & small, 0.5 * accel, 0), ok & ~small

@@ -1,7 +1,7 @@
 """Implicit differentiation of a least-squares solution (the implicit function theorem).
 
 At a minimum ``p*(θ)`` of ``C(p, θ) = ½‖r(p, θ)‖²`` (or of the cost of an
-:class:`jaxlm._solver.Objective`) the gradient vanishes, ``g(p*, θ) = ∇ₚC = Jᵀr = 0``.
+:class:`jaxlm._residual.Objective`) the gradient vanishes, ``g(p*, θ) = ∇ₚC = Jᵀr = 0``.
 Differentiating that identity in θ gives the tangent of the solution without looking
 at how it was found::
 
@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxlm._solver import evaluate, is_success
+from jaxlm._residual import evaluate
+from jaxlm._solver import is_success
 
 HESSIANS = ("exact", "gauss_newton")
 FAILED_GRADS = ("nan", "zero", "ift")

@@ -49,49 +49,14 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxlm import _check, _damping, _geodesic, _linalg, _restart, _stopping, _units
+from jaxlm import _check, _damping, _geodesic, _linalg, _residual, _restart, _stopping, _units
+from jaxlm._residual import Objective
 from jaxlm._restart import Restart, select
 from jaxlm._status import Status, is_success  # noqa: F401  (is_success: re-exported)
 from jaxlm._stopping import default_tolerance  # noqa: F401  (re-exported)
 
 _ACCEPT_RATIO = 1e-4  # minimum gain ratio of an accepted step (MINPACK's 1e-4)
 JACOBIANS = ("fwd", "rev")
-
-
-class Objective(NamedTuple):
-    """What ``fun`` may return instead of a plain residual, for objectives that are not
-    ``½‖r‖²`` but are minimised by the same Gauss–Newton-type model.
-
-    The step is computed from ``residual`` (r̃) and its Jacobian J̃, i.e. from the model
-    ``A = J̃ᵀJ̃``, ``g = J̃ᵀr̃``; the acceptance test, the gain ratio and ftol use ``cost``.
-    For the model to be right, ``J̃ᵀr̃`` must equal the gradient of ``cost``; J̃ᵀJ̃ is
-    whatever positive semi-definite curvature one chooses (its Fisher information, for a
-    likelihood).  The fit layer builds these for robust losses (scipy's rescaling,
-    Triggs et al. 2000) and for Poisson maximum likelihood; ``lax.stop_gradient`` on the
-    weights makes autodiff return J̃ rather than the derivative of r̃'s value.
-
-    Attributes:
-      residual: r̃, an array or pytree of arrays.
-      cost: the scalar objective (a cost of ``inf`` rejects the point).
-    """
-
-    residual: Any
-    cost: jax.Array
-
-
-def evaluate(fun: Callable, params, *args, rho=None):
-    """``(r̃, cost)`` of ``fun`` at ``params``: r̃ flattened and multiplied by ``rho``
-    (the normalised residual, :mod:`jaxlm._units`; 1 when omitted), cost ``½‖r̃‖²``, or
-    the :class:`Objective`'s cost times ``rho²``."""
-    out = fun(params, *args)
-    residual = out.residual if isinstance(out, Objective) else out
-    r = ravel_pytree(residual)[0]
-    if rho is not None:
-        r = r * rho.astype(r.dtype)
-    if isinstance(out, Objective):
-        cost = jnp.asarray(out.cost, r.dtype)
-        return r, cost if rho is None else cost * rho * rho
-    return r, 0.5 * (r @ r)
 
 
 class LMState(NamedTuple):
@@ -202,57 +167,10 @@ class LevenbergMarquardt:
         set_("tau", _check.real("tau", self.tau, positive=True))
         set_("geodesic_alpha", _check.real("geodesic_alpha", self.geodesic_alpha, positive=True))
 
-    # ------------------------------------------------------------------ evaluation
-    def _normalised(self, fun, unravel, units: _units.Units, args, dtype):
-        """The residual and cost as functions of the normalised variables ``z = x / c``
-        (both in normalised units, :mod:`jaxlm._units`)."""
-        c, rho = units.params, units.residual
-
-        def flat_fun(z):
-            r, cost = evaluate(fun, unravel(z * c), *args, rho=rho)
-            return r.astype(dtype), cost.astype(dtype)
-
-        def user_jac_t(z):  # a callable jac returns ∂r/∂x in the caller's units
-            jac = jnp.asarray(self.jac(unravel(z * c), *args)).astype(dtype)
-            m = jac.size // z.shape[0]
-            return jnp.reshape(jac, (m, z.shape[0])).T * (c * rho)[:, None]
-
-        return flat_fun, user_jac_t
-
-    def _jacobian_mode(self, flat_fun, z) -> str:
-        """The autodiff mode of J: ``"custom"`` for a callable ``jac``; ``"rev_only"`` for
-        a residual holding a ``jax.custom_vjp``, which has no forward mode at all (J in
-        reverse mode, whatever ``jac`` says, and no nested JVPs for the acceleration);
-        else ``jac`` as given.  Decided once per trace from the residual's jaxpr."""
-        if callable(self.jac):
-            return "custom"
-        if _geodesic.has_custom_vjp(flat_fun, z):
-            return "rev_only"
-        return self.jac
-
-    def _linearise(self, flat_fun, user_jac_t, z, mode):
-        """Residual, cost and *transposed* Jacobian ``Jᵀ`` (n, m) at flat ``z``, one pass.
-
-        Forward mode pushes the n unit tangents through one ``jax.linearize``; keeping
-        them as the rows of ``Jᵀ`` (the order ``vmap`` produces them in) rather than
-        transposing to J makes every column of J contiguous, which is what the normal
-        equation products in :func:`jaxlm._linalg.compress` read (2× faster under a
-        batch on CPU, ``benchmarks/small_solve.py``).
-        """
-        if mode == "custom":
-            r, cost = flat_fun(z)
-            return r, cost, user_jac_t(z)
-        if mode == "fwd":
-            (r, cost), push = jax.linearize(flat_fun, z)
-            jac_t = jax.vmap(lambda t: push(t)[0])(jnp.eye(z.shape[0], dtype=z.dtype))
-            return r, cost, jac_t
-
-        def with_aux(w):
-            r, cost = flat_fun(w)
-            return r, (r, cost)
-
-        jac, (r, cost) = jax.jacrev(with_aux, has_aux=True)(z)
-        return r, cost, jac.T
+    @property
+    def linalg(self) -> _linalg.LinearSolver:
+        """The damped linear solve of ``linear_solver`` (:mod:`jaxlm._linalg`)."""
+        return _linalg.method(self.linear_solver)
 
     def _renormalised(self, state):
         """The state after a step, with the residual's factor ρ raised by a power of two
@@ -263,14 +181,14 @@ class LevenbergMarquardt:
         info = jnp.finfo(state.cost.dtype)
         cost, model, scale, units = state.cost, state.model, state.scale, state.units
         e_cost = _units.exponent(cost)
-        e_diag = _units.exponent(jnp.max(_linalg.normal_diag(self.linear_solver, model)))
+        e_diag = _units.exponent(jnp.max(self.linalg.normal_diag(model)))
         low = (cost > 0) & (cost < 2.0 ** (info.minexp // 2))
         # halved by an arithmetic shift: floor division, and far less code than jnp's //
         shift = jnp.minimum((-e_cost) >> 1, (info.maxexp // 2 - e_diag) >> 1)
         factor = _units.power_of_two(jnp.where(low, jnp.maximum(shift, 0), 0), cost.dtype)
         return state._replace(
             cost=cost * (factor * factor),
-            model=_linalg.scale_model(self.linear_solver, model, factor),
+            model=self.linalg.scale_model(model, factor),
             scale=scale * (factor * factor),
             units=units._replace(residual=units.residual * factor, natural=units.natural * (factor * factor)),
         )
@@ -278,7 +196,7 @@ class LevenbergMarquardt:
     def _damping_diag(self, scale, model, units, attempt=None, damping=None):
         """D of the current attempt (the restart's damping once ``attempt == 1``)."""
         unit = jnp.square(units.params * units.residual)  # the caller's identity, normalised
-        nd = _linalg.normal_diag(self.linear_solver, model)
+        nd = self.linalg.normal_diag(model)
         first = _damping.damping_diag(damping or self.damping, scale, nd, unit, units.natural)
         if self.restart is None or attempt is None or damping is not None:
             return first
@@ -295,17 +213,19 @@ class LevenbergMarquardt:
         dtype = x.dtype
         n = x.shape[0]
         _, _, gtol = _stopping.tolerances(self, dtype)
-        flat_fun, user_jac_t = self._normalised(fun, unravel, _units.identity(n, dtype), args, dtype)
-        mode = self._jacobian_mode(flat_fun, x)
-        r_raw, cost_raw, jac_t_raw = self._linearise(flat_fun, user_jac_t, x, mode)
+        flat_fun, user_jac_t = _residual.normalised(
+            fun, unravel, _units.identity(n, dtype), args, dtype, self.jac
+        )
+        mode = _residual.jacobian_mode(self.jac, flat_fun, x)
+        r_raw, cost_raw, jac_t_raw = _residual.linearise(flat_fun, user_jac_t, x, mode)
         units = _units.from_start(r_raw, jac_t_raw, x)
         r, jac_t = _units.normalise(units, r_raw, jac_t_raw)
         if isinstance(jax.eval_shape(fun, x0, *args), Objective):
             cost = cost_raw * units.residual * units.residual
         else:
             cost = 0.5 * (r @ r)
-        model = _linalg.compress(self.linear_solver, jac_t, r)
-        nd = _linalg.normal_diag(self.linear_solver, model)
+        model = self.linalg.compress(jac_t, r)
+        nd = self.linalg.normal_diag(model)
         scale = _damping.update_scale(None, nd)
         mu = _damping.initial_mu(self.tau, nd, self._damping_diag(scale, model, units))
         finite = (
@@ -315,7 +235,7 @@ class LevenbergMarquardt:
             & jnp.all(jnp.isfinite(jac_t))
         )
         status = jnp.where(
-            _stopping.gtol_test(self.linear_solver, model, r @ r, gtol), Status.CONVERGED_GTOL, Status.RUNNING
+            _stopping.gtol_test(self.linalg, model, r @ r, gtol), Status.CONVERGED_GTOL, Status.RUNNING
         )
         if self.max_steps == 0:
             status = jnp.where(status == Status.RUNNING, Status.MAX_STEPS, status)
@@ -345,21 +265,21 @@ class LevenbergMarquardt:
         whose status is not RUNNING is returned unchanged."""
         x, unravel = ravel_pytree(state.params)
         cost, model, scale, units = state.cost, state.model, state.scale, state.units
-        flat_fun, user_jac_t = self._normalised(fun, unravel, units, args, x.dtype)
+        flat_fun, user_jac_t = _residual.normalised(fun, unravel, units, args, x.dtype, self.jac)
         z = x / units.params  # exact: the factors are powers of two
-        mode = self._jacobian_mode(flat_fun, z)
+        mode = _residual.jacobian_mode(self.jac, flat_fun, z)
         diag = self._damping_diag(scale, model, units, state.attempt)
         step, ok, predicted, n_evals = self._propose(flat_fun, user_jac_t, z, state.mu, diag, model, mode)
         trial = z + step
-        r_new, cost_new, jac_new = self._linearise(flat_fun, user_jac_t, trial, mode)
-        model_new = _linalg.compress(self.linear_solver, jac_new, r_new)
+        r_new, cost_new, jac_new = _residual.linearise(flat_fun, user_jac_t, trial, mode)
+        model_new = self.linalg.compress(jac_new, r_new)
         finite_new = _stopping.finite_trial(trial, cost_new, model_new)
         actual = cost - cost_new
         rho = actual / predicted
         accepted = ok & finite_new & (rho > _ACCEPT_RATIO)
 
         mu_new, nu_new = _damping.update_mu(self.update, accepted, rho, state.mu, state.nu)
-        nd_new = _linalg.normal_diag(self.linear_solver, model_new)
+        nd_new = self.linalg.normal_diag(model_new)
         scale_new = jnp.where(accepted, _damping.update_scale(scale, nd_new), scale)
         model_sel = select(accepted, model_new, model)
         z_sel = jnp.where(accepted, trial, z)
@@ -397,6 +317,11 @@ class LevenbergMarquardt:
                 memory=state.memory,
             )
         )
+        return self._commit(state, new)
+
+    def _commit(self, state, new):
+        """``new`` for a member that was running (after the restart's bookkeeping), else
+        ``state`` unchanged."""
         running = state.status == Status.RUNNING
         if self.restart is None:
             return select(running, new, state)
@@ -412,14 +337,14 @@ class LevenbergMarquardt:
         geodesic acceleration when enabled; returns ``(step, ok, predicted, n_evals)``
         with ``predicted`` the reduction the linear model predicts for h,
         ``C − ½‖r + Jh‖² = ½hᵀAh + μhᵀDh`` (using ``(A + μD)h = −g``)."""
-        method = self.linear_solver
-        factor = _linalg.damped_factor(method, model, mu, diag)
-        h, ok = _linalg.damped_step(method, model, factor)
-        predicted = 0.5 * _linalg.curvature(method, model, h) + mu * jnp.sum(diag * h * h)
+        linalg = self.linalg
+        factor = linalg.factor(model, mu, diag)
+        h, ok = linalg.step(model, factor)
+        predicted = 0.5 * linalg.curvature(model, h) + mu * jnp.sum(diag * h * h)
         if not self.geodesic:
             return h, ok, predicted, 1
         d, too_large = _geodesic.acceleration(
-            self.linear_solver, self.geodesic_alpha, flat_fun, user_jac_t, z, h, factor, diag, model, mode
+            linalg, self.geodesic_alpha, flat_fun, user_jac_t, z, h, factor, diag, model, mode
         )
         # Transtrum & Sethna's rule: a finite acceleration too large against the velocity
         # means the step left the region where the quadratic path is to be trusted: reject

@@ -13,7 +13,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlm import _linalg
 from jaxlm._status import Status
 
 
@@ -31,24 +30,24 @@ def tolerances(solver, dtype):
     return tuple(tol if t is None else t for t in (solver.ftol, solver.xtol, solver.gtol))
 
 
-def gtol_test(method, model, rr, gtol):
+def gtol_test(linalg, model, rr, gtol):
     """The scaled-gradient (stationarity) test: the cosine between r and every
     nonzero column of J is at most gtol, or r is zero (``rr = ‖r‖²``, from the pass
     over r that computes the cost: another pass over a batch of residuals costs more
     than this whole test)."""
-    g = _linalg.gradient(method, model)
-    nd = _linalg.normal_diag(method, model)
+    g = linalg.gradient(model)
+    nd = linalg.normal_diag(model)
     colnorm = jnp.sqrt(jnp.where(nd > 0, nd, 1))
     cosines = jnp.where(nd > 0, jnp.abs(g) / colnorm, 0)
     return (rr == 0) | (jnp.max(cosines) <= gtol * jnp.sqrt(rr))
 
 
-def scaled_gradient(method, model, cost, scale):
+def scaled_gradient(linalg, model, cost, scale):
     """``|g_j| / (√S_j·‖r‖)`` for every parameter j: the gradient measured against the
     largest column norm the parameter has had (S, the running max of diag A), with
     ``‖r‖ = √(2C)``; 0 for columns never seen and for a zero cost.  Unlike the gtol
     cosine it vanishes where a column of J has shrunk to nothing at a minimum."""
-    g = _linalg.gradient(method, model)
+    g = linalg.gradient(model)
     seen = scale > 0
     ratio = jnp.where(seen, jnp.abs(g) / jnp.sqrt(jnp.where(seen, scale, 1)), 0)
     rnorm = jnp.sqrt(2 * cost)
@@ -77,9 +76,9 @@ def status(solver, t, mu, mu_new, diag, model, scale, scale_new, model_sel, mode
     """
     dtype = t.cost.dtype
     ftol, xtol, gtol = tolerances(solver, dtype)
-    nd = _linalg.normal_diag(solver.linear_solver, model)
+    nd = solver.linalg.normal_diag(model)
     undamped = (mu * diag <= nd) | (nd == 0)
-    stationary = scaled_gradient(solver.linear_solver, model_sel, t.cost_sel, scale_new) <= jnp.sqrt(
+    stationary = scaled_gradient(solver.linalg, model_sel, t.cost_sel, scale_new) <= jnp.sqrt(
         default_tolerance(dtype)
     )
     informative = t.solved_finite & jnp.all(undamped | (~t.accepted & stationary))
@@ -90,7 +89,7 @@ def status(solver, t, mu, mu_new, diag, model, scale, scale_new, model_sel, mode
         informative & (jnp.abs(t.actual) <= ftol * t.cost) & (t.predicted <= ftol * t.cost) & (t.rho <= 2)
     )
     xtol_met = informative & (step_norm <= xtol * x_norm)
-    gtol_met = t.accepted & gtol_test(solver.linear_solver, model_new, r_new @ r_new, gtol)
+    gtol_met = t.accepted & gtol_test(solver.linalg, model_new, r_new @ r_new, gtol)
     eps = jnp.finfo(dtype).eps
     stuck = ~t.accepted & ((step_norm <= eps * x_norm) | ~jnp.isfinite(mu_new))
 

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxlm._fitting._transform import to_params
-from jaxlm._solver import LevenbergMarquardt, Objective
+from jaxlm._residual import Objective
+from jaxlm._solver import LevenbergMarquardt
 
 LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 ESTIMATORS = ("lse", "poisson")

@@ -17,7 +17,7 @@ from jaxlm._fitting import _report
 from jaxlm._fitting._covariance import covariance
 from jaxlm._fitting._objective import Config, objective
 from jaxlm._fitting._transform import to_params
-from jaxlm._solver import Objective
+from jaxlm._residual import Objective
 from jaxlm._status import Status, is_success
 
 _DATA_FIELDS = (
