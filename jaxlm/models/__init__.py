@@ -21,7 +21,7 @@ lineshapes in lmfit's parameterisation (``gaussian_peak``, ``lorentzian_peak``,
     curves = two_peaks.eval(x, res)                  # (..., m), one curve per fit
 """
 
-from jaxlm.models import _library, _lineshapes  # noqa: F401  (register the models)
+from jaxlm.models import _library, _lineshapes, _peaks  # noqa: F401  (register the models)
 from jaxlm.models._base import Model as Model
 from jaxlm.models._base import get as get
 from jaxlm.models._base import names as names

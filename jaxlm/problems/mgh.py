@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import jax.numpy as jnp
 import numpy as np
+
+from jaxlm.problems import _mgh_residuals as _r
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,445 +34,57 @@ class MGHProblem:
         return len(self.x0)
 
 
-def _rosenbrock(x):  # (1)
-    return jnp.stack([10 * (x[1] - x[0] ** 2), 1 - x[0]])
-
-
-def _freudenstein_roth(x):  # (2)
-    return jnp.stack(
-        [
-            -13 + x[0] + ((5 - x[1]) * x[1] - 2) * x[1],
-            -29 + x[0] + ((x[1] + 1) * x[1] - 14) * x[1],
-        ]
-    )
-
-
-def _powell_badly_scaled(x):  # (3)
-    return jnp.stack([1e4 * x[0] * x[1] - 1, jnp.exp(-x[0]) + jnp.exp(-x[1]) - 1.0001])
-
-
-def _brown_badly_scaled(x):  # (4)
-    return jnp.stack([x[0] - 1e6, x[1] - 2e-6, x[0] * x[1] - 2])
-
-
-def _beale(x):  # (5)
-    y = jnp.array([1.5, 2.25, 2.625])
-    i = np.arange(1, 4, dtype=np.float64)
-    return y - x[0] * (1 - x[1] ** i)
-
-
-def _jennrich_sampson(x):  # (6), m = 10
-    i = np.arange(1, 11, dtype=np.float64)
-    return 2 + 2 * i - (jnp.exp(i * x[0]) + jnp.exp(i * x[1]))
-
-
-def _helical_valley(x):  # (7)
-    theta = jnp.arctan2(x[1], x[0]) / (2 * jnp.pi)
-    return jnp.stack([10 * (x[2] - 10 * theta), 10 * (jnp.sqrt(x[0] ** 2 + x[1] ** 2) - 1), x[2]])
-
-
-_BARD_Y = np.array([0.14, 0.18, 0.22, 0.25, 0.29, 0.32, 0.35, 0.39, 0.37, 0.58, 0.73, 0.96, 1.34, 2.10, 4.39])
-
-
-def _bard(x):  # (8)
-    u = np.arange(1, 16, dtype=np.float64)
-    v = 16 - u
-    w = np.minimum(u, v)
-    return _BARD_Y - (x[0] + u / (v * x[1] + w * x[2]))
-
-
-_GAUSS_Y = np.array(
-    [
-        0.0009,
-        0.0044,
-        0.0175,
-        0.0540,
-        0.1295,
-        0.2420,
-        0.3521,
-        0.3989,
-        0.3521,
-        0.2420,
-        0.1295,
-        0.0540,
-        0.0175,
-        0.0044,
-        0.0009,
-    ]
-)
-
-
-def _gaussian(x):  # (9)
-    t = (7 - np.arange(1, 16, dtype=np.float64)) / 2
-    return x[0] * jnp.exp(-x[1] * (t - x[2]) ** 2 / 2) - _GAUSS_Y
-
-
-_MEYER_Y = np.array(
-    [34780, 28610, 23650, 19630, 16370, 13720, 11540, 9744, 8261, 7030, 6005, 5147, 4427, 3820, 3307, 2872],
-    dtype=np.float64,
-)
-
-
-def _meyer(x):  # (10)
-    t = 45 + 5 * np.arange(1, 17, dtype=np.float64)
-    return x[0] * jnp.exp(x[1] / (t + x[2])) - _MEYER_Y
-
-
-def _gulf(x):  # (11), m = 99
-    t = np.arange(1, 100, dtype=np.float64) / 100
-    y = 25 + (-50 * np.log(t)) ** (2 / 3)
-    return jnp.exp(-(jnp.abs(y - x[1]) ** x[2]) / x[0]) - t
-
-
-def _box3d(x):  # (12), m = 10
-    t = 0.1 * np.arange(1, 11, dtype=np.float64)
-    return jnp.exp(-t * x[0]) - jnp.exp(-t * x[1]) - x[2] * (np.exp(-t) - np.exp(-10 * t))
-
-
-def _powell_singular(x):  # (13)
-    return jnp.stack(
-        [
-            x[0] + 10 * x[1],
-            np.sqrt(5) * (x[2] - x[3]),
-            (x[1] - 2 * x[2]) ** 2,
-            np.sqrt(10) * (x[0] - x[3]) ** 2,
-        ]
-    )
-
-
-def _wood(x):  # (14)
-    return jnp.stack(
-        [
-            10 * (x[1] - x[0] ** 2),
-            1 - x[0],
-            np.sqrt(90) * (x[3] - x[2] ** 2),
-            1 - x[2],
-            np.sqrt(10) * (x[1] + x[3] - 2),
-            (x[1] - x[3]) / np.sqrt(10),
-        ]
-    )
-
-
-_KO_Y = np.array([0.1957, 0.1947, 0.1735, 0.1600, 0.0844, 0.0627, 0.0456, 0.0342, 0.0323, 0.0235, 0.0246])
-_KO_U = np.array([4.0, 2.0, 1.0, 0.5, 0.25, 0.167, 0.125, 0.1, 0.0833, 0.0714, 0.0625])
-
-
-def _kowalik_osborne(x):  # (15)
-    u = _KO_U
-    return _KO_Y - x[0] * (u**2 + u * x[1]) / (u**2 + u * x[2] + x[3])
-
-
-def _brown_dennis(x):  # (16), m = 20
-    t = np.arange(1, 21, dtype=np.float64) / 5
-    a = x[0] + t * x[1] - np.exp(t)
-    b = x[2] + x[3] * np.sin(t) - np.cos(t)
-    return a**2 + b**2
-
-
-_OSB1_Y = np.array(
-    [
-        0.844,
-        0.908,
-        0.932,
-        0.936,
-        0.925,
-        0.908,
-        0.881,
-        0.850,
-        0.818,
-        0.784,
-        0.751,
-        0.718,
-        0.685,
-        0.658,
-        0.628,
-        0.603,
-        0.580,
-        0.558,
-        0.538,
-        0.522,
-        0.506,
-        0.490,
-        0.478,
-        0.467,
-        0.457,
-        0.448,
-        0.438,
-        0.431,
-        0.424,
-        0.420,
-        0.414,
-        0.411,
-        0.406,
-    ]
-)
-
-
-def _osborne1(x):  # (17)
-    t = 10.0 * np.arange(33, dtype=np.float64)
-    return _OSB1_Y - (x[0] + x[1] * jnp.exp(-t * x[3]) + x[2] * jnp.exp(-t * x[4]))
-
-
-def _biggs_exp6(x):  # (18), m = 13
-    t = 0.1 * np.arange(1, 14, dtype=np.float64)
-    y = np.exp(-t) - 5 * np.exp(-10 * t) + 3 * np.exp(-4 * t)
-    return x[2] * jnp.exp(-t * x[0]) - x[3] * jnp.exp(-t * x[1]) + x[5] * jnp.exp(-t * x[4]) - y
-
-
-_OSB2_Y = np.array(
-    [
-        1.366,
-        1.191,
-        1.112,
-        1.013,
-        0.991,
-        0.885,
-        0.831,
-        0.847,
-        0.786,
-        0.725,
-        0.746,
-        0.679,
-        0.608,
-        0.655,
-        0.616,
-        0.606,
-        0.602,
-        0.626,
-        0.651,
-        0.724,
-        0.649,
-        0.649,
-        0.694,
-        0.644,
-        0.624,
-        0.661,
-        0.612,
-        0.558,
-        0.533,
-        0.495,
-        0.500,
-        0.423,
-        0.395,
-        0.375,
-        0.372,
-        0.391,
-        0.396,
-        0.405,
-        0.428,
-        0.429,
-        0.523,
-        0.562,
-        0.607,
-        0.653,
-        0.672,
-        0.708,
-        0.633,
-        0.668,
-        0.645,
-        0.632,
-        0.591,
-        0.559,
-        0.597,
-        0.625,
-        0.739,
-        0.710,
-        0.729,
-        0.720,
-        0.636,
-        0.581,
-        0.428,
-        0.292,
-        0.162,
-        0.098,
-        0.054,
-    ]
-)
-
-
-def _osborne2(x):  # (19)
-    t = np.arange(65, dtype=np.float64) / 10
-    return _OSB2_Y - (
-        x[0] * jnp.exp(-t * x[4])
-        + x[1] * jnp.exp(-((t - x[8]) ** 2) * x[5])
-        + x[2] * jnp.exp(-((t - x[9]) ** 2) * x[6])
-        + x[3] * jnp.exp(-((t - x[10]) ** 2) * x[7])
-    )
-
-
-def _watson(x):  # (20), m = 31; n = 6, 9, 12
-    n = x.shape[0]
-    t = np.arange(1, 30, dtype=np.float64) / 29
-    j = np.arange(n, dtype=np.float64)
-    dpow = np.where(j[None, :] >= 1, j[None, :] * t[:, None] ** np.maximum(j[None, :] - 1, 0.0), 0.0)
-    s1 = dpow[:, 1:] @ x[1:]
-    s2 = (t[:, None] ** j[None, :]) @ x
-    r = s1 - s2**2 - 1
-    return jnp.concatenate([r, jnp.stack([x[0], x[1] - x[0] ** 2 - 1])])
-
-
-def _extended_rosenbrock(x):  # (21), n = m = 10
-    odd, even = x[0::2], x[1::2]
-    return jnp.stack([10 * (even - odd**2), 1 - odd], axis=1).reshape(-1)
-
-
-def _extended_powell_singular(x):  # (22), n = m = 12
-    a, b, c, d = x[0::4], x[1::4], x[2::4], x[3::4]
-    r = [a + 10 * b, np.sqrt(5) * (c - d), (b - 2 * c) ** 2, np.sqrt(10) * (a - d) ** 2]
-    return jnp.stack(r, axis=1).reshape(-1)
-
-
-def _penalty1(x):  # (23), n = 4, m = 5
-    a = 1e-5
-    return jnp.concatenate([np.sqrt(a) * (x - 1), jnp.stack([x @ x - 0.25])])
-
-
-def _penalty2(x):  # (24), n = 4, m = 8
-    n = x.shape[0]
-    a = 1e-5
-    i = np.arange(2, n + 1, dtype=np.float64)
-    y = np.exp(i / 10) + np.exp((i - 1) / 10)
-    mid = np.sqrt(a) * (jnp.exp(x[1:] / 10) + jnp.exp(x[:-1] / 10) - y)
-    tail = np.sqrt(a) * (jnp.exp(x[1:] / 10) - np.exp(-1 / 10))
-    last = (n - np.arange(n, dtype=np.float64)) @ (x**2) - 1
-    return jnp.concatenate([jnp.stack([x[0] - 0.2]), mid, tail, jnp.stack([last])])
-
-
-def _variably_dimensioned(x):  # (25), n = 8, m = n + 2
-    n = x.shape[0]
-    j = np.arange(1, n + 1, dtype=np.float64)
-    s = j @ (x - 1)
-    return jnp.concatenate([x - 1, jnp.stack([s, s**2])])
-
-
-def _trigonometric(x):  # (26), n = m = 5
-    n = x.shape[0]
-    i = np.arange(1, n + 1, dtype=np.float64)
-    return n - jnp.sum(jnp.cos(x)) + i * (1 - jnp.cos(x)) - jnp.sin(x)
-
-
-def _brown_almost_linear(x):  # (27), n = m = 5
-    n = x.shape[0]
-    head = x[:-1] + jnp.sum(x) - (n + 1)
-    return jnp.concatenate([head, jnp.stack([jnp.prod(x) - 1])])
-
-
-def _discrete_bv(x):  # (28), n = m = 8
-    n = x.shape[0]
-    h = 1 / (n + 1)
-    t = np.arange(1, n + 1, dtype=np.float64) * h
-    xp = jnp.concatenate([jnp.zeros(1, x.dtype), x, jnp.zeros(1, x.dtype)])
-    return 2 * x - xp[:-2] - xp[2:] + h**2 * (x + t + 1) ** 3 / 2
-
-
-def _discrete_integral(x):  # (29), n = m = 10
-    n = x.shape[0]
-    h = 1 / (n + 1)
-    t = np.arange(1, n + 1, dtype=np.float64) * h
-    c = (x + t + 1) ** 3
-    lower = np.tril(np.ones((n, n)))  # j <= i
-    left = (1 - t) * ((lower * t[None, :]) @ c)
-    right = t * (((1 - lower) * (1 - t)[None, :]) @ c)
-    return x + h * (left + right) / 2
-
-
-def _broyden_tridiagonal(x):  # (30), n = m = 8
-    xp = jnp.concatenate([jnp.zeros(1, x.dtype), x, jnp.zeros(1, x.dtype)])
-    return (3 - 2 * x) * x - xp[:-2] - 2 * xp[2:] + 1
-
-
-def _broyden_banded(x):  # (31), n = m = 10, ml = 5, mu = 1
-    n = x.shape[0]
-    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
-    band = ((j != i) & (j >= i - 5) & (j <= i + 1)).astype(np.float64)
-    return x * (2 + 5 * x**2) + 1 - band @ (x * (1 + x))
-
-
-def _linear_full_rank(x):  # (32), n = 5, m = 10
-    m = 10
-    s = jnp.sum(x)
-    head = x - 2 / m * s - 1
-    tail = jnp.full((m - x.shape[0],), -2 / m * s - 1)
-    return jnp.concatenate([head, tail])
-
-
-def _linear_rank1(x):  # (33), n = 5, m = 10
-    i = np.arange(1, 11, dtype=np.float64)
-    j = np.arange(1, x.shape[0] + 1, dtype=np.float64)
-    return i * (j @ x) - 1
-
-
-def _linear_rank1_zero(x):  # (34), n = 5, m = 10: the first and last columns and rows are zero
-    n = x.shape[0]
-    i = np.arange(1, 11, dtype=np.float64)
-    j = np.arange(1, n + 1, dtype=np.float64)
-    inner = (np.where((j > 1) & (j < n), j, 0.0)) @ x
-    rows = np.where((i > 1) & (i < 10), i - 1, 0.0)
-    return rows * inner - 1
-
-
-def _chebyquad(x):  # (35), n = m
-    n = x.shape[0]
-    # shifted Chebyshev polynomials T_i(2x − 1) by the three-term recurrence
-    u = 2 * x - 1
-    t_prev, t_cur = jnp.ones_like(x), u
-    rows = []
-    for i in range(1, n + 1):
-        integral = -1 / (i * i - 1) if i % 2 == 0 else 0.0
-        rows.append(jnp.mean(t_cur) - integral)
-        t_prev, t_cur = t_cur, 2 * u * t_cur - t_prev
-    return jnp.stack(rows)
-
-
 PROBLEMS: tuple[MGHProblem, ...] = (
-    MGHProblem("Rosenbrock", _rosenbrock, (-1.2, 1.0), 0.0),
-    MGHProblem("FreudensteinRoth", _freudenstein_roth, (0.5, -2.0), 0.0, (48.9842536792400,)),
-    MGHProblem("PowellBadlyScaled", _powell_badly_scaled, (0.0, 1.0), 0.0),
-    MGHProblem("BrownBadlyScaled", _brown_badly_scaled, (1.0, 1.0), 0.0),
-    MGHProblem("Beale", _beale, (1.0, 1.0), 0.0),
-    MGHProblem("JennrichSampson", _jennrich_sampson, (0.3, 0.4), 124.362182355),
-    MGHProblem("HelicalValley", _helical_valley, (-1.0, 0.0, 0.0), 0.0),
-    MGHProblem("Bard", _bard, (1.0, 1.0, 1.0), 8.21487730657e-3, (17.4286,)),
-    MGHProblem("Gaussian", _gaussian, (0.4, 1.0, 0.0), 1.12793276961e-8),
-    MGHProblem("Meyer", _meyer, (0.02, 4000.0, 250.0), 87.9458551718),
-    MGHProblem("Gulf", _gulf, (5.0, 2.5, 0.15), 0.0),
-    MGHProblem("Box3D", _box3d, (0.0, 10.0, 20.0), 0.0),
-    MGHProblem("PowellSingular", _powell_singular, (3.0, -1.0, 0.0, 1.0), 0.0),
-    MGHProblem("Wood", _wood, (-3.0, -1.0, -3.0, -1.0), 0.0),
+    MGHProblem("Rosenbrock", _r.rosenbrock, (-1.2, 1.0), 0.0),
+    MGHProblem("FreudensteinRoth", _r.freudenstein_roth, (0.5, -2.0), 0.0, (48.9842536792400,)),
+    MGHProblem("PowellBadlyScaled", _r.powell_badly_scaled, (0.0, 1.0), 0.0),
+    MGHProblem("BrownBadlyScaled", _r.brown_badly_scaled, (1.0, 1.0), 0.0),
+    MGHProblem("Beale", _r.beale, (1.0, 1.0), 0.0),
+    MGHProblem("JennrichSampson", _r.jennrich_sampson, (0.3, 0.4), 124.362182355),
+    MGHProblem("HelicalValley", _r.helical_valley, (-1.0, 0.0, 0.0), 0.0),
+    MGHProblem("Bard", _r.bard, (1.0, 1.0, 1.0), 8.21487730657e-3, (17.4286,)),
+    MGHProblem("Gaussian", _r.gaussian, (0.4, 1.0, 0.0), 1.12793276961e-8),
+    MGHProblem("Meyer", _r.meyer, (0.02, 4000.0, 250.0), 87.9458551718),
+    MGHProblem("Gulf", _r.gulf, (5.0, 2.5, 0.15), 0.0),
+    MGHProblem("Box3D", _r.box3d, (0.0, 10.0, 20.0), 0.0),
+    MGHProblem("PowellSingular", _r.powell_singular, (3.0, -1.0, 0.0, 1.0), 0.0),
+    MGHProblem("Wood", _r.wood, (-3.0, -1.0, -3.0, -1.0), 0.0),
     MGHProblem(
-        "KowalikOsborne", _kowalik_osborne, (0.25, 0.39, 0.415, 0.39), 3.07505603849e-4, (1.02734e-3,)
+        "KowalikOsborne", _r.kowalik_osborne, (0.25, 0.39, 0.415, 0.39), 3.07505603849e-4, (1.02734e-3,)
     ),
-    MGHProblem("BrownDennis", _brown_dennis, (25.0, 5.0, -5.0, -1.0), 85822.2016263),
-    MGHProblem("Osborne1", _osborne1, (0.5, 1.5, -1.0, 0.01, 0.02), 5.46489469748e-5),
-    MGHProblem("BiggsEXP6", _biggs_exp6, (1.0, 2.0, 1.0, 1.0, 1.0, 1.0), 0.0, (5.65565e-3,)),
+    MGHProblem("BrownDennis", _r.brown_dennis, (25.0, 5.0, -5.0, -1.0), 85822.2016263),
+    MGHProblem("Osborne1", _r.osborne1, (0.5, 1.5, -1.0, 0.01, 0.02), 5.46489469748e-5),
+    MGHProblem("BiggsEXP6", _r.biggs_exp6, (1.0, 2.0, 1.0, 1.0, 1.0, 1.0), 0.0, (5.65565e-3,)),
     MGHProblem(
-        "Osborne2", _osborne2, (1.3, 0.65, 0.65, 0.7, 0.6, 3.0, 5.0, 7.0, 2.0, 4.5, 5.5), 4.01377362935e-2
+        "Osborne2", _r.osborne2, (1.3, 0.65, 0.65, 0.7, 0.6, 3.0, 5.0, 7.0, 2.0, 4.5, 5.5), 4.01377362935e-2
     ),
-    MGHProblem("Watson6", _watson, (0.0,) * 6, 2.28767005355e-3),
-    MGHProblem("Watson9", _watson, (0.0,) * 9, 1.39976140442e-6),
-    MGHProblem("Watson12", _watson, (0.0,) * 12, 4.72238110408e-10),
-    MGHProblem("ExtendedRosenbrock", _extended_rosenbrock, (-1.2, 1.0) * 5, 0.0),
-    MGHProblem("ExtendedPowellSingular", _extended_powell_singular, (3.0, -1.0, 0.0, 1.0) * 3, 0.0),
-    MGHProblem("PenaltyI", _penalty1, (1.0, 2.0, 3.0, 4.0), 2.24997750086e-5),
-    MGHProblem("PenaltyII", _penalty2, (0.5,) * 4, 9.37629300735e-6),
-    MGHProblem("VariablyDimensioned", _variably_dimensioned, tuple(1 - j / 8 for j in range(1, 9)), 0.0),
-    MGHProblem("Trigonometric", _trigonometric, (0.2,) * 5, 0.0),
-    MGHProblem("BrownAlmostLinear", _brown_almost_linear, (0.5,) * 5, 0.0, (1.0,)),
-    MGHProblem("DiscreteBoundaryValue", _discrete_bv, tuple((j / 9) * (j / 9 - 1) for j in range(1, 9)), 0.0),
+    MGHProblem("Watson6", _r.watson, (0.0,) * 6, 2.28767005355e-3),
+    MGHProblem("Watson9", _r.watson, (0.0,) * 9, 1.39976140442e-6),
+    MGHProblem("Watson12", _r.watson, (0.0,) * 12, 4.72238110408e-10),
+    MGHProblem("ExtendedRosenbrock", _r.extended_rosenbrock, (-1.2, 1.0) * 5, 0.0),
+    MGHProblem("ExtendedPowellSingular", _r.extended_powell_singular, (3.0, -1.0, 0.0, 1.0) * 3, 0.0),
+    MGHProblem("PenaltyI", _r.penalty1, (1.0, 2.0, 3.0, 4.0), 2.24997750086e-5),
+    MGHProblem("PenaltyII", _r.penalty2, (0.5,) * 4, 9.37629300735e-6),
+    MGHProblem("VariablyDimensioned", _r.variably_dimensioned, tuple(1 - j / 8 for j in range(1, 9)), 0.0),
+    MGHProblem("Trigonometric", _r.trigonometric, (0.2,) * 5, 0.0),
+    MGHProblem("BrownAlmostLinear", _r.brown_almost_linear, (0.5,) * 5, 0.0, (1.0,)),
     MGHProblem(
-        "DiscreteIntegral", _discrete_integral, tuple((j / 11) * (j / 11 - 1) for j in range(1, 11)), 0.0
+        "DiscreteBoundaryValue", _r.discrete_bv, tuple((j / 9) * (j / 9 - 1) for j in range(1, 9)), 0.0
     ),
-    MGHProblem("BroydenTridiagonal", _broyden_tridiagonal, (-1.0,) * 8, 0.0),
-    MGHProblem("BroydenBanded", _broyden_banded, (-1.0,) * 10, 0.0),
-    MGHProblem("LinearFullRank", _linear_full_rank, (1.0,) * 5, 5.0),
+    MGHProblem(
+        "DiscreteIntegral", _r.discrete_integral, tuple((j / 11) * (j / 11 - 1) for j in range(1, 11)), 0.0
+    ),
+    MGHProblem("BroydenTridiagonal", _r.broyden_tridiagonal, (-1.0,) * 8, 0.0),
+    MGHProblem("BroydenBanded", _r.broyden_banded, (-1.0,) * 10, 0.0),
+    MGHProblem("LinearFullRank", _r.linear_full_rank, (1.0,) * 5, 5.0),
     # rank-deficient linear problems: f* = m(m − 1)/(2(2m + 1)) and (m² + 3m − 6)/(2(2m − 3)), m = 10
-    MGHProblem("LinearRank1", _linear_rank1, (1.0,) * 5, 90 / 42),
-    MGHProblem("LinearRank1ZeroColumns", _linear_rank1_zero, (1.0,) * 5, 124 / 34),
+    MGHProblem("LinearRank1", _r.linear_rank1, (1.0,) * 5, 90 / 42),
+    MGHProblem("LinearRank1ZeroColumns", _r.linear_rank1_zero, (1.0,) * 5, 124 / 34),
     # f* for n = 8 and 10: the paper's 3.51687e-3 and 6.50395e-3, to 12 digits by MINPACK at
     # xtol = ftol = gtol = 1e-15 from x0
-    MGHProblem("Chebyquad8", _chebyquad, tuple(j / 9 for j in range(1, 9)), 3.51687372568e-3),
-    MGHProblem("Chebyquad9", _chebyquad, tuple(j / 10 for j in range(1, 10)), 0.0),
-    MGHProblem("Chebyquad10", _chebyquad, tuple(j / 11 for j in range(1, 11)), 6.50395480088e-3),
+    MGHProblem("Chebyquad8", _r.chebyquad, tuple(j / 9 for j in range(1, 9)), 3.51687372568e-3),
+    MGHProblem("Chebyquad9", _r.chebyquad, tuple(j / 10 for j in range(1, 10)), 0.0),
+    MGHProblem("Chebyquad10", _r.chebyquad, tuple(j / 11 for j in range(1, 11)), 6.50395480088e-3),
 )
 
 BY_NAME = {p.name: p for p in PROBLEMS}
