@@ -10,19 +10,23 @@ from jaxlm._least_squares import Solution as Solution
 from jaxlm._least_squares import least_squares as least_squares
 from jaxlm._least_squares import least_squares_batch as least_squares_batch
 from jaxlm._plot import plot as plot
+from jaxlm._residual import Objective as Objective
 from jaxlm._solver import LevenbergMarquardt as LevenbergMarquardt
 from jaxlm._solver import LMState as LMState
 from jaxlm._solver import default_tolerance as default_tolerance
 from jaxlm._status import Status as Status
 from jaxlm._status import is_success as is_success
+from jaxlm._stream import Interrupted as Interrupted
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfidenceIntervals",
     "FitResult",
+    "Interrupted",
     "LMState",
     "LevenbergMarquardt",
+    "Objective",
     "Solution",
     "Status",
     "__version__",

@@ -129,32 +129,6 @@ def default_x(model, m: int) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()])
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is optional: fall back to a plain counter
-        return _PlainProgress(total)
-    return tqdm(total=total, unit="fit", desc="fitting", file=sys.stderr)
-
-
-class _PlainProgress:
-    def __init__(self, total):
-        self.total, self.done, self.t0 = total, 0, time.perf_counter()
-
-    def update(self, k):
-        self.done += k
-        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
-        print(f"\rfitting {self.done}/{self.total} ({rate:,.0f} fits/s)", end="", file=sys.stderr)
-
-    def set_postfix_str(self, text):
-        pass
-
-    def close(self):
-        print(file=sys.stderr)
-
-
 def _as_dtype(arr: np.ndarray, dtype, what: str) -> np.ndarray:
     """``arr`` in the working precision; a finite value that would become inf is an error."""
     with np.errstate(over="ignore"):
@@ -277,51 +251,48 @@ def run(args) -> int:
 
 
 def _fit_chunks(model, curves, x, sigma, x_per_row, options, table, args) -> int:
-    """Fit the curves chunk by chunk into ``table``; return how many rows are finished
-    (all of them, unless Ctrl-C stopped it: then the rows after are reset to not fitted)."""
-    import jax.numpy as jnp
-
+    """Fit the curves into ``table`` with ``jaxlm.fit`` in chunks of ``--chunk``; return
+    how many rows are finished (all of them, unless Ctrl-C stopped it: the rows after
+    are then not fitted: NaN, status RUNNING)."""
     import jaxlm
 
     n_curves = curves.shape[0]
-    chunk = min(args.chunk, n_curves)
-    bar = _progress(n_curves, args.progress or (args.progress is None and n_curves > chunk))
-    converged, done = 0, 0
+    progress = args.progress or (args.progress is None and n_curves > args.chunk)
+    if progress and not _has_tqdm():
+        if args.progress:
+            raise InputError("--progress needs tqdm: pip install 'jaxlm[cli]' (or tqdm)")
+        progress = False
     try:
-        for start in range(0, n_curves, chunk):
-            stop = min(start + chunk, n_curves)
-            rows = np.arange(start, stop)
-            if stop - start < chunk:  # pad the last chunk: the same shapes, no recompilation
-                rows = np.concatenate([rows, np.full(chunk - (stop - start), stop - 1)])
-            xs = x[rows] if x_per_row else x
-            sig = sigma[rows] if sigma is not None and sigma.ndim == 2 else sigma
-            try:
-                with warnings.catch_warnings():  # a covariance that cannot be estimated: inf in perr
-                    warnings.filterwarnings("ignore", message="Covariance of the parameters")
-                    res = jaxlm.fit(model, jnp.asarray(xs), jnp.asarray(curves[rows]), sigma=sig, **options)
-            except (ValueError, TypeError) as err:
-                raise InputError(str(err).splitlines()[0]) from None
-            for key in table:
-                table[key][start:stop] = np.asarray(getattr(res, key))[: stop - start]
-            done = stop
-            if bar is not None:
-                bar.update(stop - start)
-                converged += int(np.sum(np.asarray(res.success)[: stop - start]))
-                bar.set_postfix_str(f"converged {converged}/{stop}")
-    except KeyboardInterrupt:
-        for key, empty in (
-            ("params", np.nan),
-            ("perr", np.nan),
-            ("pcov", np.nan),
-            ("chi2", np.nan),
-            ("dof", 0),
-        ):
-            table[key][done:] = empty  # a chunk the interrupt cut short holds nothing
-        table["status"][done:] = int(jaxlm.Status.RUNNING)
-    finally:
-        if bar is not None:
-            bar.close()
+        with warnings.catch_warnings():  # a covariance that cannot be estimated: inf in perr
+            warnings.filterwarnings("ignore", message="Covariance of the parameters")
+            res = jaxlm.fit(
+                model,
+                x,
+                curves,
+                sigma=sigma,
+                xdata_batched=x_per_row,
+                sigma_batched=None if sigma is None else sigma.ndim == 2,
+                chunk_size=args.chunk,
+                progress=progress,
+                **options,
+            )
+        done = n_curves
+    except jaxlm.Interrupted as stop:  # Ctrl-C: keep the finished chunks
+        res, done = stop.result, stop.n_done
+    except (ValueError, TypeError) as err:
+        raise InputError(str(err).splitlines()[0]) from None
+    if res is not None:
+        for key in table:
+            table[key][:done] = np.asarray(getattr(res, key))[:done]
     return done
+
+
+def _has_tqdm() -> bool:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _write_uninterrupted(out: pathlib.Path, names, table) -> bool:

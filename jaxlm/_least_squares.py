@@ -101,7 +101,7 @@ def least_squares(
     _check.choice("implicit_hessian", implicit_hessian, _implicit.HESSIANS)
     _check.choice("failed_grad", failed_grad, _implicit.FAILED_GRADS)
     x0 = validate_problem(fun, x0, args)
-    fun, args = hoist_closure(fun, x0, args)
+    fun, args = hoist_closure(_programs.same_function(fun), x0, args)
     return _solve(solver, fun, implicit_hessian, failed_grad, x0, args)
 
 
@@ -210,7 +210,8 @@ def least_squares_batch(
         batch under 256 members, runs one vmapped while loop, as
         ``jax.vmap(least_squares)``).
       chunk_size: solve at most this many problems at a time (inputs may be numpy
-        arrays in host memory; results are returned as numpy arrays).
+        arrays in host memory; results are returned as numpy arrays).  Ctrl-C then
+        raises :class:`jaxlm.Interrupted` holding the chunks already finished.
       progress: show a tqdm progress bar with fits/s and the status tally.
       devices: shard the batch over these devices (``jax.devices()``, say).  Inputs
         already sharded along the batch axis with ``jax.sharding`` stay where they are
@@ -228,11 +229,12 @@ def least_squares_batch(
       TypeError, ValueError: as :func:`least_squares`, plus a bad ``in_axes``, batch
         sizes that disagree, or a driver option out of range.
     """
-    from jaxlm import _batch, _stream
+    from jaxlm import _batch
 
     driver = _batch.Options(compact=compact, chunk_size=chunk_size, progress=progress, devices=devices)
     driver = driver.validate()
     solver = solver_from(solver, options)
+    fun = _programs.same_function(fun)  # a new but identical lambda reuses the programs
     if not isinstance(args, tuple):
         raise TypeError(f"args must be a tuple, got {type(args).__name__}")
     axes = _arg_axes(in_axes, len(args))
@@ -251,44 +253,23 @@ def least_squares_batch(
         )
     if traced or not driver.pays(size):
         return _solve_vmapped(solver, fun, axes, x0, args)
+    return _solve_driven(solver, fun, axes, x0, args, size, driver)
 
-    batched_args = _batch.batched(axes, args)
-    sharding = _batch.batch_sharding(jax.tree_util.tree_leaves((x0, batched_args)), driver.devices)
 
-    def solve_chunk(chunk, on_phase):
-        x, part = chunk
-        state, _ = _batch.run(
-            solver,
-            fun,
-            x,
-            _batch.merge(axes, part, args),
-            axes,
-            compact=driver.compact,
-            sharding=sharding,
-            on_phase=on_phase,
-        )
+def _solve_driven(solver, fun, axes, x0, args, size, driver):
+    """The batch through the driver: compaction, chunks, devices, progress."""
+    from jaxlm import _stream
+
+    def prepare(merged):
+        return merged[0], merged[1:], axes, None
+
+    def finish(state, args, _):
+        status = state.status
         return Solution(
-            state.params,
-            state.caller_cost(),
-            state.status,
-            is_success(state.status),
-            state.n_steps,
-            state.n_fev,
-            state,
+            state.params, state.caller_cost(), status, is_success(status), state.n_steps, state.n_fev, state
         )
 
-    bar = _stream.Progress(size, driver.progress)
-    try:
-        return _stream.stream(
-            solve_chunk,
-            (x0, batched_args),
-            size,
-            chunk_size=driver.chunk_size,
-            sharding=sharding,
-            progress=bar,
-        )
-    finally:
-        bar.close()
+    return _stream.solve_many(solver, fun, (x0, *args), (0, *axes), size, driver, prepare, finish)
 
 
 @_programs.program(3)

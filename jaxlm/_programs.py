@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import types
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -76,3 +77,94 @@ def program(n_static: int, donate_argnums: tuple[int, ...] = ()):
         return call
 
     return wrap
+
+
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+
+
+class SameFunction:
+    """A caller's function, compared by what it computes where that is safe to tell, so
+    that a new but identical lambda (a model defined inside a loop or a helper, a
+    notebook cell run again) finds the programs compiled for the first one.
+
+    Two plain Python functions are the same when their code objects are equal (same
+    bytecode, constants, names and first line), they share one globals dict, and their
+    defaults, closed-over values and the globals their code reads are equal values of
+    the same types: numbers, strings, None, tuples of these, functions that are the same
+    by this rule, or the same module, class or builtin.  A function that reads anything
+    else (an array, a list, a bound method, a callable object) keeps its own identity,
+    as under ``jax.jit``.  So a lambda that reads a global number sees its new value
+    after the number changes; an array read through a global or a closure never is
+    compared, so such a function compiles its own programs.
+    """
+
+    __slots__ = ("__wrapped__", "__weakref__", "_key")
+
+    def __init__(self, fn: Callable, key):
+        self.__wrapped__ = fn
+        self._key = key
+
+    def __call__(self, *args, **kwargs):
+        return self.__wrapped__(*args, **kwargs)
+
+    def __eq__(self, other):
+        return isinstance(other, SameFunction) and self._key == other._key
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __getattr__(self, name):  # __name__, __signature__, … of the caller's function
+        return getattr(self.__wrapped__, name)
+
+
+def same_function(fn):
+    """``fn`` as a :class:`SameFunction` when it is a plain Python function whose identity
+    can be told safely from its contents, else ``fn`` itself."""
+    if isinstance(fn, SameFunction):
+        return fn
+    key = _function_key(fn, depth=3)
+    return fn if key is None else SameFunction(fn, key)
+
+
+def _function_key(fn, depth):
+    if not isinstance(fn, types.FunctionType) or depth == 0:
+        return None
+    parts = []
+    for values in (fn.__defaults__ or (), tuple(sorted((fn.__kwdefaults__ or {}).items()))):
+        parts.append(_value_key(values, depth))
+    try:
+        cells = tuple(cell.cell_contents for cell in fn.__closure__ or ())
+    except ValueError:  # an empty cell (a variable not yet assigned)
+        return None
+    parts.append(_value_key(cells, depth))
+    names = sorted(n for n in _global_names(fn.__code__) if n in fn.__globals__)
+    parts.append(_value_key(tuple(fn.__globals__[n] for n in names), depth))
+    if any(p is None for p in parts):
+        return None
+    return (fn.__code__, id(fn.__globals__), tuple(names), *parts)
+
+
+def _global_names(code) -> set:
+    """The names ``code`` (and the code nested in it) may read from its globals."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _value_key(value, depth):
+    """A hashable key equal only for values that behave the same, or None."""
+    if isinstance(value, _PLAIN):
+        # the type too (1 and 1.0 trace to different dtypes); repr tells -0.0 from 0.0
+        # and makes NaN equal to itself
+        return (type(value), repr(value) if isinstance(value, float | complex) else value)
+    if type(value) is tuple:
+        keys = tuple(_value_key(v, depth) for v in value)
+        return None if any(k is None for k in keys) else (tuple, keys)
+    if isinstance(value, types.FunctionType):
+        key = _function_key(value, depth - 1)
+        return ("function", key) if key is not None else ("object", id(value), value)
+    if isinstance(value, types.ModuleType | type | types.BuiltinFunctionType):
+        return ("object", id(value), value)
+    return None

@@ -116,6 +116,68 @@ def test_progress_bar_reports_fits_and_the_status_tally(capsys):
     assert "converged=119" in err and "nonfinite=1" in err
 
 
+def _ctrl_c_at_chunk(monkeypatch, k):
+    """Ctrl-C as the k-th chunk (0-based) finishes: the driver's own progress hook raises."""
+    from jaxlm import _stream
+
+    seen = []
+    original = _stream.Progress.chunk_done
+
+    def chunk_done(self, out, real):
+        original(self, out, real)
+        seen.append(real)
+        if len(seen) == k + 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_stream.Progress, "chunk_done", chunk_done)
+
+
+def test_ctrl_c_in_a_chunked_run_keeps_the_finished_chunks(monkeypatch):
+    """An interrupted chunked run raises jaxlm.Interrupted (a KeyboardInterrupt) whose
+    result holds every finished chunk exactly as an uninterrupted run gives it, and marks
+    the rest not fitted."""
+    p0, y = problems(250)
+    y = y.copy()
+    y[3, 0] = np.nan  # a finished member that failed stays failed, not "not fitted"
+    whole = jaxlm.least_squares_batch(decay, p0, (T, y), in_axes=(None, 0), chunk_size=60, **TIGHT)
+    _ctrl_c_at_chunk(monkeypatch, 2)  # chunks 0 and 1 finished, chunk 2 cut short
+    with pytest.raises(jaxlm.Interrupted) as caught:
+        jaxlm.least_squares_batch(decay, p0, (T, y), in_axes=(None, 0), chunk_size=60, **TIGHT)
+    assert isinstance(caught.value, KeyboardInterrupt) and caught.value.n_done == 120
+    part = caught.value.result
+    for name in ("params", "cost", "status", "success", "n_steps", "n_fev"):
+        np.testing.assert_array_equal(getattr(part, name)[:120], getattr(whole, name)[:120])
+    assert part.status[3] == jaxlm.Status.NONFINITE
+    assert np.all(np.isnan(part.params[120:])) and np.all(np.isnan(part.cost[120:]))
+    assert np.all(part.status[120:] == jaxlm.Status.RUNNING) and not np.any(part.success[120:])
+    assert np.all(part.n_steps[120:] == 0)
+
+
+def test_ctrl_c_in_a_chunked_fit_keeps_the_batch_shape_and_names(monkeypatch):
+    p0, y = problems(240)
+
+    def model(t, a, k, c):
+        return a * jnp.exp(-k * t) + c
+
+    shaped = lambda a: a.reshape((4, 60) + a.shape[1:])  # noqa: E731
+    whole = jaxlm.fit(model, T, shaped(y), shaped(p0), chunk_size=50, **TIGHT)
+    _ctrl_c_at_chunk(monkeypatch, 3)
+    with pytest.raises(jaxlm.Interrupted) as caught:
+        jaxlm.fit(model, T, shaped(y), shaped(p0), chunk_size=50, **TIGHT)
+    part, done = caught.value.result, caught.value.n_done
+    assert done == 150 and part.params.shape == (4, 60, 3) and part.param_names == ("a", "k", "c")
+    finished = np.arange(240).reshape(4, 60) < done  # the first n_done in C order
+    np.testing.assert_array_equal(part.params[finished], whole.params[finished])
+    np.testing.assert_array_equal(part.perr[finished], whole.perr[finished])
+    assert np.all(np.isnan(part.params[~finished])) and np.all(part.status[~finished] == 0)
+    # interrupted before any chunk was stored: nothing to keep
+    monkeypatch.undo()
+    _ctrl_c_at_chunk(monkeypatch, 0)
+    with pytest.raises(jaxlm.Interrupted) as caught:
+        jaxlm.fit(model, T, y, p0, chunk_size=50, **TIGHT)
+    assert caught.value.result is None and caught.value.n_done == 0
+
+
 def test_traced_inputs_run_the_vmapped_loop_and_stay_differentiable():
     p0, y = problems(8)
 

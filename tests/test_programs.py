@@ -17,6 +17,7 @@ import pytest
 
 import jaxlm
 from jaxlm import _programs
+from tests.helpers import Compiles
 
 pytestmark = pytest.mark.skipif(not pathlib.Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")
 
@@ -86,3 +87,61 @@ def test_programs_keep_static_arguments_static_and_reject_donating_them():
     assert "mul" in scaled.lower(2.0, v).as_text()
     with pytest.raises(ValueError, match="static argument cannot be donated"):
         _programs.program(2, donate_argnums=(1,))
+
+
+_OFFSET = 0.0  # read by _line's model as a global
+
+
+def _line():
+    return lambda x, a: a * x + _OFFSET  # a new function object at every call
+
+
+def _decay_fit(x, y):
+    """A helper that defines its model inline, as scripts and notebooks do."""
+    return jaxlm.curve_fit(lambda x, a, b: a * jnp.exp(-b * x), x, y, p0=[1.0, 1.0])
+
+
+def test_a_new_but_identical_model_function_compiles_nothing():
+    x = np.linspace(0.0, 4.0, 31)
+    y = 2.5 * np.exp(-1.3 * x)
+    first = _decay_fit(x, y)
+    with Compiles() as again:
+        second = _decay_fit(x, y)
+    assert not again.lines, again.lines
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_allclose(first[0], [2.5, 1.3], rtol=1e-10)
+
+    def residual_of(k):
+        return lambda p, x, y: p[0] * jnp.exp(-k * p[1] * x) - y
+
+    jaxlm.least_squares(residual_of(1.0), jnp.ones(2), (x, y))
+    with Compiles() as again:
+        sol = jaxlm.least_squares(residual_of(1.0), jnp.ones(2), (x, y))
+    assert not again.lines, again.lines
+    np.testing.assert_allclose(sol.params, [2.5, 1.3], rtol=1e-10)
+
+
+def test_functions_that_may_compute_differently_never_share_programs(monkeypatch):
+    same = _programs.same_function
+
+    def scaled(k):
+        return lambda x, a: a * x * k
+
+    assert same(scaled(2.0)) == same(scaled(2.0)) and hash(same(scaled(2.0))) == hash(same(scaled(2.0)))
+    assert same(scaled(2.0)) != same(scaled(3.0))
+    assert same(scaled(1)) != same(scaled(1.0))  # an int and a float trace to different dtypes
+    assert same(scaled(0.0)) != same(scaled(-0.0)) and same(scaled(np.nan)) == same(scaled(np.nan))
+    weights = np.ones(3)
+    assert not isinstance(same(lambda x, a: a * x * weights), _programs.SameFunction)  # an array: identity
+    assert not isinstance(same(jnp.sin), _programs.SameFunction)  # not a plain Python function
+
+    x = np.linspace(0.0, 1.0, 20)
+    for k in (2.0, 3.0):  # answers follow each function's own closure
+        (a,), _ = jaxlm.curve_fit(scaled(k), x, 6.0 * x, p0=[1.0])
+        np.testing.assert_allclose(a, 6.0 / k, rtol=1e-10)
+    # a global the model reads: a changed value is a different function
+    (a,), _ = jaxlm.curve_fit(_line(), x, 2.0 * x + 1.0, p0=[1.0])
+    assert abs(a - 2.0) > 0.1  # the offset 1 is not in the model while _OFFSET = 0
+    monkeypatch.setitem(_line.__globals__, "_OFFSET", 1.0)
+    (a,), _ = jaxlm.curve_fit(_line(), x, 2.0 * x + 1.0, p0=[1.0])
+    np.testing.assert_allclose(a, 2.0, rtol=1e-10)

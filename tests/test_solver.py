@@ -147,8 +147,12 @@ def test_bad_members_are_isolated_bit_for_bit():
     # all-zero data: a = c = 0 is the minimum and b is then undetermined (its column
     # vanishes as a → 0).  The fit reaches it; it may say so (CONVERGED) or stop with
     # NO_PROGRESS, but it never claims success anywhere else.
-    assert int(bad.status[3]) in (Status.CONVERGED_FTOL, Status.CONVERGED_XTOL, Status.CONVERGED_GTOL,
-                                  Status.NO_PROGRESS)
+    assert int(bad.status[3]) in (
+        Status.CONVERGED_FTOL,
+        Status.CONVERGED_XTOL,
+        Status.CONVERGED_GTOL,
+        Status.NO_PROGRESS,
+    )
     np.testing.assert_allclose(np.asarray(bad.params[3])[[0, 2]], 0.0, atol=1e-8)
     # the zero column at the start is floored, and the fit still finds the minimum
     assert bool(bad.success[4])
@@ -368,3 +372,38 @@ def test_restart_keeps_the_better_attempt_with_its_status(dtype):
         assert Status(int(sol.status)) == Status.MAX_STEPS and int(sol.n_steps) == 8
         assert float(sol.cost) == pytest.approx(float(best.cost), rel=1e-5)
         np.testing.assert_allclose(np.asarray(sol.params), np.asarray(best.params), rtol=1e-5)
+
+
+def test_an_objective_minimises_its_own_cost_poisson_likelihood():
+    """``jaxlm.Objective``: a Poisson likelihood written by hand (step from the
+    Fisher-weighted residual, acceptance on the deviance) reaches the maximum-likelihood
+    point scipy's minimize finds, and the fit layer's Poisson estimator agrees."""
+    t = np.linspace(0, 4, 40)
+    counts = np.random.default_rng(5).poisson(30 * np.exp(-0.7 * t) + 2).astype(float)
+
+    def mean(p):
+        return p[0] * jnp.exp(-p[1] * t) + p[2]
+
+    def objective(p):
+        mu = mean(p)
+        deviance_half = jnp.sum(mu - counts + jnp.where(counts > 0, counts * jnp.log(counts / mu), 0))
+        return jaxlm.Objective(
+            residual=(mu - counts) * jax.lax.stop_gradient(1 / jnp.sqrt(mu)), cost=deviance_half
+        )
+
+    tight = dict(ftol=1e-15, xtol=1e-15, gtol=1e-12)  # BFGS below stops at a gradient of 1e-10
+    sol = jaxlm.least_squares(objective, jnp.array([20.0, 1.0, 1.0]), **tight)
+    assert sol.success
+    ref = scipy.optimize.minimize(
+        lambda p: float(objective(jnp.asarray(p)).cost),
+        [20.0, 1.0, 1.0],
+        jac=lambda p: np.asarray(jax.grad(lambda q: objective(q).cost)(jnp.asarray(p))),
+        method="BFGS",
+        options={"gtol": 1e-10},
+    )
+    np.testing.assert_allclose(sol.params, ref.x, rtol=1e-6)
+    via_fit = jaxlm.fit(
+        lambda x, a, k, c: a * jnp.exp(-k * x) + c, t, counts, [20.0, 1.0, 1.0], estimator="poisson", **tight
+    )
+    # a stop on the cost resolves a flat direction to ~√eps of its scale: here 1.5e-7 in c
+    np.testing.assert_allclose(sol.params, via_fit.params, rtol=1e-6)

@@ -1,6 +1,6 @@
 """Curve fitting on top of the LM core: ``jaxlm.fit`` and the scipy-compatible ``curve_fit``.
 
-One module per job: :mod:`._api` (fit, curve_fit: dispatch), :mod:`._inputs` (reading and
+One module per job: :mod:`._api` (fit: dispatch), :mod:`._scipy` (curve_fit), :mod:`._inputs` (reading and
 checking the caller's arrays), :mod:`._names` (parameter names, arguments by name),
 :mod:`._precision` (the working dtype), :mod:`._transform` (bounds), :mod:`._objective` (weights,
 losses, Poisson), :mod:`._result` (pcov, χ², dof, fit-layer statuses) and :mod:`._run`
@@ -31,8 +31,9 @@ What happens to one curve (every member of a batch alike, under ``vmap``):
   free entry is ``inf``, as in scipy.
 """
 
-from jaxlm._fitting._api import curve_fit, fit
+from jaxlm._fitting._api import fit
 from jaxlm._fitting._profile import ConfidenceIntervals, conf_interval
 from jaxlm._fitting._result import FitResult
+from jaxlm._fitting._scipy import curve_fit
 
 __all__ = ["ConfidenceIntervals", "FitResult", "conf_interval", "curve_fit", "fit"]

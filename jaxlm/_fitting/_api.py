@@ -1,10 +1,12 @@
-"""The public entry points :func:`fit` and :func:`curve_fit`: check the options, read the
-arrays (:mod:`._inputs`), run the fits (:mod:`._run`)."""
+"""The public entry point :func:`fit`: check the options, read the arrays
+(:mod:`._inputs`), run the fits (:mod:`._run`).  :func:`curve_fit` (:mod:`._scipy`) is
+scipy's interface on top of it."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import math
 import weakref
@@ -13,17 +15,17 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from jaxlm import _batch, _check, _explicit, _implicit
+from jaxlm import _batch, _check, _explicit, _implicit, _programs
 from jaxlm._fitting._host import HostModel, untraceable, warn_host
-from jaxlm._fitting._inputs import bounds_pair, prepare, resolve_model
+from jaxlm._fitting._inputs import prepare, resolve_model
 from jaxlm._fitting._names import n_params, param_names, read_names
-from jaxlm._fitting._objective import ESTIMATORS, LOSSES, Config, ModelWithJacobian, weighted_residuals
+from jaxlm._fitting._objective import ESTIMATORS, LOSSES, Config, ModelWithJacobian
 from jaxlm._fitting._precision import follows_data_precision, is_concrete, numeric
 from jaxlm._fitting._result import FitResult, warn_if_no_covariance
 from jaxlm._fitting._run import fit_batch, fit_driven
 from jaxlm._least_squares import solver_from
 from jaxlm._solver import LevenbergMarquardt
-from jaxlm._status import Status
+from jaxlm._stream import Interrupted
 from jaxlm.models import Model
 
 NAN_POLICIES = (None, "omit", "raise")
@@ -113,7 +115,9 @@ def fit(
         so that the work follows each fit's own step count (:mod:`jaxlm._batch`); the
         results are the same.
       chunk_size: fit at most this many curves at a time, streaming the rest (inputs
-        are prepared in host memory, results are returned as numpy arrays).
+        are prepared in host memory, results are returned as numpy arrays).  Ctrl-C
+        then raises :class:`jaxlm.Interrupted`, a ``KeyboardInterrupt`` whose
+        ``result`` holds the chunks already finished.
       progress: show a tqdm progress bar (fits/s, status tally).
       devices: shard the batch over these devices; inputs already sharded along the
         batch axis (``jax.sharding``) are fitted where they lie, results sharded alike.
@@ -160,6 +164,7 @@ def fit(
     """
     f, xdata = without_x(f, xdata, ydata)
     model, fn = resolve_model(f)
+    fn = fn if model is not None else _programs.same_function(fn)  # identical lambdas share programs
     user_fn = fn
     p0, bounds, fixed = read_names(fn, model, p0, bounds, fixed)
     fn, cfg_options, solver = _solver_from_options(
@@ -169,13 +174,7 @@ def fit(
     driver = driver.validate()
     _check.choice("loss", loss, LOSSES)
     _check.choice("estimator", estimator, ESTIMATORS)
-    if isinstance(nan_policy, str) and nan_policy == "propagate":  # scipy's wording, and why
-        raise ValueError(
-            "`nan_policy='propagate'` is not supported by this function: a fit through NaN "
-            "gives NaN; use None (the member's status says NONFINITE), 'omit' or 'raise'"
-        )
-    if not any(nan_policy is c or (isinstance(nan_policy, str) and nan_policy == c) for c in NAN_POLICIES):
-        raise ValueError(f"nan_policy must be one of {{'raise', 'omit', None}}, got {nan_policy!r}")
+    _check_nan_policy(nan_policy)
     f_scale = _check.real("f_scale", f_scale, positive=True)
     absolute_sigma = _check.boolean("absolute_sigma", absolute_sigma)
     options = {
@@ -184,10 +183,7 @@ def fit(
         "nan_policy": nan_policy,
         "estimator": estimator,
     }
-    if estimator == "poisson" and sigma is not None:
-        raise ValueError("sigma: the Poisson estimator takes no sigma (the variance of a count is its mean)")
-    if estimator == "poisson" and loss != "linear":
-        raise ValueError(f"loss: the Poisson estimator takes no robust loss, got loss={loss!r}")
+    _check_poisson(estimator, sigma, loss)
 
     # Streamed in chunks, the batch may not fit on the accelerator: prepare it in host memory.
     where = jax.default_device(jax.devices("cpu")[0]) if chunk_size is not None else contextlib.nullcontext()
@@ -212,131 +208,18 @@ def fit(
             "chunk_size, progress and devices need concrete inputs; under jit/vmap/grad "
             "fit runs the batch as one vmapped program"
         )
-    if concrete and driver.pays(math.prod(prep.batch)):
-        res = fit_driven(cfg, prep, driver)  # a single fit (batch ()) is a batch of one
-    else:
+    named = functools.partial(_named, user_fn, model)
+    if not (concrete and driver.pays(math.prod(prep.batch))):
         res = fit_batch(cfg, prep.batch, prep.data)
+    else:
+        try:
+            res = fit_driven(cfg, prep, driver)  # a single fit (batch ()) is a batch of one
+        except Interrupted as err:
+            err.result = None if err.result is None else named(err.result)
+            raise
     if concrete:
         warn_if_no_covariance(res)
-    return dataclasses.replace(res, param_names=param_names(user_fn, model, res.params.shape[-1]))
-
-
-@follows_data_precision
-def curve_fit(
-    f,
-    xdata,
-    ydata,
-    p0=None,
-    sigma=None,
-    absolute_sigma=False,
-    check_finite=None,
-    bounds=(-np.inf, np.inf),
-    method=None,
-    jac=None,
-    *,
-    full_output=False,
-    nan_policy=None,
-    **kwargs,
-):
-    """Drop-in for ``scipy.optimize.curve_fit``: same arguments, returns ``(popt, pcov)``.
-
-    ``f`` written with ``jax.numpy`` is differentiated exactly (scipy's
-    finite-difference names for ``jac`` are accepted and not needed, and a callable
-    ``jac(x, *params) -> (m, n)`` is used as the model's Jacobian, as in scipy).  An
-    ``f`` that JAX cannot trace (numpy calls, Python control flow on its inputs) is
-    fitted anyway, with a warning: evaluated on the host with scipy's forward-difference
-    Jacobian (or ``jac``), without geodesic acceleration; such a fit cannot be
-    differentiated.  A
-    leading batch shape on ``ydata``/``p0`` fits independent curves at once (see
-    :func:`fit` for the batching rule and for the extra keywords ``mask``, ``loss``,
-    ``f_scale``, ``estimator``, ``fixed`` and the solver options, all accepted here).
-
-    As scipy: ``method`` may be ``None``, ``"lm"``, ``"trf"`` or ``"dogbox"`` (all run
-    jaxlm's LM; ``"lm"`` with bounds is an error, as in scipy); ``maxfev``/``max_nfev``
-    map to ``max_steps`` (``maxfev=0``: the default); more parameters than data points
-    is scipy's ``TypeError`` without bounds (with bounds, the fit ends
-    ``Status.UNDERDETERMINED``); ``check_finite=True`` (the default without ``nan_policy``)
-    raises on non-finite data; a single fit that does not converge raises
-    ``RuntimeError("Optimal parameters not found: …")``.  A batch never raises for a
-    failed member: use :func:`fit` to see each member's status.  ``full_output=True``
-    returns ``(popt, pcov, infodict, mesg, ier)`` with ``infodict`` holding ``nfev``
-    and ``fvec`` and ``ier`` the :class:`jaxlm.Status` code.
-
-    Precision follows the data, as in scipy: float64 data (numpy float64 arrays, Python
-    floats) are fitted in float64 and returned as float64 numpy arrays even when JAX's
-    x64 is off (the fit runs under a thread-local ``jax.enable_x64`` scope; the caller's
-    configuration is not changed); float32 data are fitted and returned in float32.
-    """
-    f, xdata = without_x(f, xdata, ydata)
-    if "args" in kwargs:  # scipy's error: curve_fit calls f(x, *params) only
-        raise ValueError(
-            "'args' is not a supported keyword argument: bind extra arguments of f with a closure "
-            "or functools.partial"
-        )
-    if np.ndim(ydata) == 0 and xdata is not None and np.ndim(xdata) > 0 and is_concrete(ydata):
-        ydata = np.full(np.shape(xdata)[-1], ydata)  # scipy broadcasts a scalar ydata to the points
-    if method not in (None, "lm", "trf", "dogbox"):
-        raise ValueError(f"method must be None, 'lm', 'trf' or 'dogbox', got {method!r}")
-    if isinstance(jac, str):
-        _check.choice("jac", jac, ("2-point", "3-point", "cs"))  # scipy's names: JAX is exact
-    elif jac is not None:
-        if not callable(jac):
-            raise TypeError(f"jac must be None, a string or a callable, got {type(jac).__name__}")
-        kwargs["jac"] = jac
-    p0, bounds, fixed = read_names(*resolve_model(f)[::-1], p0, bounds, kwargs.get("fixed"))
-    if fixed is not None:
-        kwargs["fixed"] = fixed
-    lo, hi = (numeric("bounds", b) for b in bounds_pair(bounds))
-    # traced bounds (under jit) are taken as bounds: scipy's m < n rule then does not apply
-    bounded = not is_concrete((lo, hi)) or bool(
-        np.any(np.asarray(lo) > -np.inf) or np.any(np.asarray(hi) < np.inf)
-    )
-    if method == "lm" and bounded and is_concrete((lo, hi)):
-        raise ValueError("Method 'lm' only works for unconstrained problems. Use 'trf' or 'dogbox' instead.")
-    for scipy_name, minimum in (("maxfev", 0), ("max_nfev", 1)):
-        if scipy_name in kwargs:
-            value = kwargs.pop(scipy_name)
-            if value is not None:
-                value = _check.integer(scipy_name, value, minimum=minimum)
-                if value:  # maxfev=0 means the default in scipy
-                    kwargs["max_steps"] = value
-    check_finite = _check.optional_boolean("check_finite", check_finite)
-    full_output = _check.boolean("full_output", full_output)
-    if check_finite is None:
-        check_finite = nan_policy is None
-    if not bounded and method in (None, "lm"):  # scipy's leastsq refuses m < n; its trf does not
-        model, fn = resolve_model(f)
-        n = n_params(fn, model, None if p0 is None or isinstance(p0, Mapping) else numeric("p0", p0))
-        m = (np.shape(numeric("ydata", ydata)) or (1,))[-1]
-        if n > m:
-            raise TypeError(
-                f"Improper input: func input vector length N={n} must not exceed func output vector "
-                f"length M={m}"
-            )
-    if check_finite:
-        for name, value in (("ydata", ydata), ("xdata", xdata)):
-            if is_concrete(value) and not np.all(np.isfinite(np.asarray(value, dtype=float))):
-                raise ValueError(f"{name} must not contain infs or NaNs (check_finite=True)")
-    res = fit(
-        f,
-        xdata,
-        ydata,
-        p0,
-        sigma=sigma,
-        absolute_sigma=absolute_sigma,
-        bounds=bounds,
-        nan_policy=nan_policy,
-        **kwargs,
-    )
-    if res.status.ndim == 0 and is_concrete(res.status) and not bool(res.success):
-        raise RuntimeError("Optimal parameters not found: " + Status(int(res.status)).message)
-    if full_output:
-        _, fn = resolve_model(f)
-        fvec = weighted_residuals(fn, xdata, ydata, res.params, sigma)
-        infodict = {"nfev": res.n_fev, "fvec": fvec}
-        mesg = Status(int(res.status)).message if res.status.ndim == 0 else "see ier per member"
-        return res.params, res.pcov, infodict, mesg, res.status
-    return res.params, res.pcov
+    return named(res)
 
 
 _IGNORING_X: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -371,6 +254,27 @@ def without_x(f, xdata, ydata):
     with contextlib.suppress(TypeError):
         _IGNORING_X[f] = ignoring_x
     return ignoring_x, x
+
+
+def _named(fn, model, res: FitResult) -> FitResult:
+    return dataclasses.replace(res, param_names=param_names(fn, model, res.params.shape[-1]))
+
+
+def _check_poisson(estimator, sigma, loss):
+    if estimator == "poisson" and sigma is not None:
+        raise ValueError("sigma: the Poisson estimator takes no sigma (the variance of a count is its mean)")
+    if estimator == "poisson" and loss != "linear":
+        raise ValueError(f"loss: the Poisson estimator takes no robust loss, got loss={loss!r}")
+
+
+def _check_nan_policy(nan_policy):
+    if isinstance(nan_policy, str) and nan_policy == "propagate":  # scipy's wording, and why
+        raise ValueError(
+            "`nan_policy='propagate'` is not supported by this function: a fit through NaN "
+            "gives NaN; use None (the member's status says NONFINITE), 'omit' or 'raise'"
+        )
+    if not any(nan_policy is c or (isinstance(nan_policy, str) and nan_policy == c) for c in NAN_POLICIES):
+        raise ValueError(f"nan_policy must be one of {{'raise', 'omit', None}}, got {nan_policy!r}")
 
 
 def host_model(fn, model, xdata, p0) -> str | None:

@@ -194,9 +194,6 @@ def conf_interval(
     Returns:
       :class:`ConfidenceIntervals` (numpy arrays with the batch shape in front).
     """
-    from jaxlm._fitting._api import fit
-    from jaxlm._fitting._inputs import resolve_model
-    from jaxlm._fitting._names import read_names
     from jaxlm._fitting._precision import data_precision
     from jaxlm._fitting._result import FitResult
 
@@ -206,12 +203,7 @@ def conf_interval(
     best = np.asarray(result.params, np.float64)
     batch, n = best.shape[:-1], best.shape[-1]
     names = result.param_names or tuple(f"p{i}" for i in range(n))
-    model, fn = resolve_model(f)
-    _, bounds, fixed = read_names(
-        fn, model, None, fit_options.pop("bounds", (-np.inf, np.inf)), fit_options.pop("fixed", None)
-    )
-    fixed = np.broadcast_to(np.asarray(False if fixed is None else fixed, bool), batch + (n,))
-    lo, hi = (np.broadcast_to(np.asarray(b, np.float64), batch + (n,)) for b in bounds)
+    lo, hi, fixed = _limits(f, fit_options, batch + (n,))
     which = _which(params, names, fixed)
     f_test = not (
         fit_options.get("absolute_sigma", False) or fit_options.get("estimator", "lse") == "poisson"
@@ -234,25 +226,8 @@ def conf_interval(
     arrays["bounds"] = (lo, hi)
 
     with data_precision(xdata, ydata, result.params):
-        solve = jax.jit(
-            lambda p0, hold, x, y, arrays: jax.vmap(
-                lambda p, h: _chi2(fit(f, x, y, p, fixed=h, **arrays, **fit_options))
-            )(p0, hold)
-        )
-        start = np.broadcast_to(best, (len(j_of),) + best.shape).copy()
-
-        def profile(v):
-            p0 = start.copy()
-            np.put_along_axis(
-                p0,
-                np.broadcast_to(j_of.reshape((-1,) + (1,) * (len(batch) + 1)), v.shape + (1,)),
-                v[..., None],
-                -1,
-            )
-            return solve(p0, held, xdata, ydata, arrays)
-
         ends, status = find_ends(
-            profile,
+            _profiler(f, xdata, ydata, fit_options, arrays, best, j_of, held),
             take(best),
             take(np.asarray(result.perr, np.float64)),
             take(lo),
@@ -264,8 +239,50 @@ def conf_interval(
             rtol=rtol,
         )
     status = np.where(usable[None], status, FAILED)
-    ends = np.where(status == FAILED, np.nan, ends)
-    # (P,) + batch -> batch + (n, k, 2)
+    lower, upper, full_status = _per_parameter(np.where(status == FAILED, np.nan, ends), status, which, k, n)
+    return ConfidenceIntervals(lower, upper, best, sigmas, probabilities, full_status, tuple(names))
+
+
+def _limits(f, fit_options, shape):
+    """The fit's bounds and fixed mask (by name or array), broadcast to batch + (n,)."""
+    from jaxlm._fitting._inputs import resolve_model
+    from jaxlm._fitting._names import read_names
+
+    model, fn = resolve_model(f)
+    _, bounds, fixed = read_names(
+        fn, model, None, fit_options.pop("bounds", (-np.inf, np.inf)), fit_options.pop("fixed", None)
+    )
+    fixed = np.broadcast_to(np.asarray(False if fixed is None else fixed, bool), shape)
+    lo, hi = (np.broadcast_to(np.asarray(b, np.float64), shape) for b in bounds)
+    return lo, hi, fixed
+
+
+def _profiler(f, xdata, ydata, fit_options, arrays, best, j_of, held):
+    """χ²(v): every member of the (P,) + batch axis refitted with its parameter
+    ``j_of[P]`` held at ``v`` (one vmapped, jitted ``fit``; NaN where it failed)."""
+    from jaxlm._fitting._api import fit
+
+    solve = jax.jit(
+        lambda p0, hold, x, y, arrays: jax.vmap(
+            lambda p, h: _chi2(fit(f, x, y, p, fixed=h, **arrays, **fit_options))
+        )(p0, hold)
+    )
+    start = np.broadcast_to(best, (len(j_of),) + best.shape).copy()
+    depth = best.ndim  # batch axes + the parameter axis
+
+    def profile(v):
+        p0 = start.copy()
+        index = np.broadcast_to(j_of.reshape((-1,) + (1,) * depth), v.shape + (1,))
+        np.put_along_axis(p0, index, v[..., None], -1)
+        return solve(p0, held, xdata, ydata, arrays)
+
+    return profile
+
+
+def _per_parameter(ends, status, which, k, n):
+    """(P,) + batch ends and statuses as batch + (n, k) lower and upper ends and
+    batch + (n, k, 2) statuses (parameters not profiled: NaN, FAILED)."""
+    batch = ends.shape[1:]
     ends = np.moveaxis(ends.reshape((len(which), k, 2) + batch), (0, 1, 2), (-3, -2, -1))
     status = np.moveaxis(status.reshape((len(which), k, 2) + batch), (0, 1, 2), (-3, -2, -1))
     lower = np.full(batch + (n, k), np.nan)
@@ -273,7 +290,7 @@ def conf_interval(
     full_status = np.full(batch + (n, k, 2), FAILED)
     lower[..., which, :], upper[..., which, :] = ends[..., 0], ends[..., 1]
     full_status[..., which, :, :] = status
-    return ConfidenceIntervals(lower, upper, best, sigmas, probabilities, full_status, tuple(names))
+    return lower, upper, full_status
 
 
 def _chi2(res):

@@ -105,28 +105,25 @@ def fit_batch(cfg: Config, batch, data: CurveData) -> FitResult:
 def fit_driven(cfg: Config, prep: Prepared, driver: _batch.Options) -> FitResult:
     """The batch through :mod:`jaxlm._batch`: compaction, chunks, devices, progress."""
     inputs, axes = flatten(cfg, prep.batch, prep.data)
-    size = math.prod(prep.batch)
     arg_axes = tuple(args_axes(cfg, axes))
-    per_fit = _batch.batched(tuple(axes), tuple(inputs))
-    sharding = _batch.batch_sharding(jax.tree_util.tree_leaves(per_fit), driver.devices)
-    fun = FreeResidual(cfg)
 
-    def solve_chunk(chunk, on_phase):
-        merged = CurveData(*_batch.merge(tuple(axes), chunk, tuple(inputs)))
-        u0, args, n_valid = _prepare_batch(cfg, axes, arg_axes, merged)
-        state, _ = _batch.run(
-            cfg.solver, fun, u0, args, arg_axes, compact=driver.compact, sharding=sharding, on_phase=on_phase
-        )
+    def prepare(merged):
+        u0, args, n_valid = _prepare_batch(cfg, axes, arg_axes, CurveData(*merged))
+        return u0, args, arg_axes, n_valid
+
+    def finish(state, args, n_valid):
         return _finish_batch(cfg, arg_axes, state, args, n_valid)
 
-    bar = _stream.Progress(size, driver.progress)
+    shaped = lambda out: jax.tree_util.tree_map(lambda a: a.reshape(prep.batch + a.shape[1:]), out)  # noqa: E731
+    size = math.prod(prep.batch)
     try:
-        out = _stream.stream(
-            solve_chunk, per_fit, size, chunk_size=driver.chunk_size, sharding=sharding, progress=bar
+        out = _stream.solve_many(
+            cfg.solver, FreeResidual(cfg), tuple(inputs), tuple(axes), size, driver, prepare, finish
         )
-    finally:
-        bar.close()
-    return jax.tree_util.tree_map(lambda a: a.reshape(prep.batch + a.shape[1:]), out)
+    except _stream.Interrupted as err:
+        err.result = None if err.result is None else shaped(err.result)
+        raise
+    return shaped(out)
 
 
 @_programs.program(3)
