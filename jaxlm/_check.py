@@ -41,6 +41,15 @@ def optional_boolean(name: str, value) -> bool | None:
     return None if value is None else boolean(name, value)
 
 
+def scipy_flag(name: str, value) -> bool:
+    """A boolean option of scipy's interface, which scipy code often passes as the
+    integers 0 and 1 (``full_output=1``, the MINPACK idiom): True, False, 0 or 1;
+    anything else — ``"yes"``, 2, None — is an error."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_) and value in (0, 1):
+        return bool(value)
+    return boolean(name, value)
+
+
 def integer(name: str, value, *, minimum: int = 0, clamp: int | None = None) -> int:
     """A Python or numpy integer ≥ ``minimum``; values above ``clamp`` become ``clamp``.
 

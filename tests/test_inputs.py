@@ -264,7 +264,7 @@ ERRORS = [
             p0=None,
         ),
         TypeError,
-        "N=5 must not exceed .* M=4",
+        "func parameters=5 must not exceed the number of data points=4",
     ),
     # least_squares / least_squares_batch
     ("ls fun not callable", lambda: jaxlm.least_squares("f", P0), TypeError, "fun"),

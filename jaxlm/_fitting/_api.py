@@ -20,7 +20,7 @@ from jaxlm._fitting._host import HostModel, untraceable, warn_host
 from jaxlm._fitting._inputs import prepare, resolve_model
 from jaxlm._fitting._names import n_params, param_names, read_names
 from jaxlm._fitting._objective import ESTIMATORS, LOSSES, Config, ModelWithJacobian
-from jaxlm._fitting._precision import follows_data_precision, is_concrete, numeric
+from jaxlm._fitting._precision import float_dtype, follows_data_precision, is_concrete, numeric
 from jaxlm._fitting._result import FitResult, warn_if_no_covariance
 from jaxlm._fitting._run import fit_batch, fit_driven
 from jaxlm._least_squares import solver_from
@@ -168,7 +168,7 @@ def fit(
     user_fn = fn
     p0, bounds, fixed = read_names(fn, model, p0, bounds, fixed)
     fn, cfg_options, solver = _solver_from_options(
-        fn, solver, solver_options, host_model(fn, model, xdata, p0)
+        fn, solver, solver_options, host_model(fn, model, xdata, ydata, p0)
     )
     driver = _batch.Options(compact=compact, chunk_size=chunk_size, progress=progress, devices=devices)
     driver = driver.validate()
@@ -277,13 +277,15 @@ def _check_nan_policy(nan_policy):
         raise ValueError(f"nan_policy must be one of {{'raise', 'omit', None}}, got {nan_policy!r}")
 
 
-def host_model(fn, model, xdata, p0) -> str | None:
-    """Why a caller's ``f`` must run on the host (:mod:`._host`), or None."""
+def host_model(fn, model, xdata, ydata, p0) -> str | None:
+    """Why a caller's ``f`` must run on the host (:mod:`._host`), or None: traced as the
+    fit will call it, x and the parameters in the working dtype."""
     if model is not None or xdata is None:
         return None
     x = numeric("xdata", xdata)
+    dtype = float_dtype(ydata=ydata, p0=p0, xdata=xdata)
     p0 = None if p0 is None or isinstance(p0, Mapping) else numeric("p0", p0)
-    return untraceable(fn, x, n_params(fn, None, p0), x.dtype)
+    return untraceable(fn, x, n_params(fn, None, p0), dtype)
 
 
 def _solver_from_options(fn, solver, options, on_host=None):

@@ -51,7 +51,11 @@ def float_dtype(**values):
                         "resolve a fit's steps); convert it with .astype(numpy.float32)"
                     )
                 dtypes[name] = dtype
-    return jnp.result_type(*dtypes.values()) if dtypes else jnp.result_type(float)
+    if not dtypes:
+        return jnp.result_type(float)
+    # the wider one, by numpy's rule: JAX's depends on the caller's promotion mode
+    # (its strict mode refuses to combine float32 and float64 at all)
+    return jax.dtypes.canonicalize_dtype(np.result_type(*dtypes.values()))
 
 
 @contextlib.contextmanager

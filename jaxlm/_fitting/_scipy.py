@@ -70,6 +70,8 @@ def curve_fit(
         )
     if np.ndim(ydata) == 0 and xdata is not None and np.ndim(xdata) > 0 and is_concrete(ydata):
         ydata = np.full(np.shape(xdata)[-1], ydata)  # scipy broadcasts a scalar ydata to the points
+    if is_concrete(ydata) and np.size(ydata) == 0:
+        raise ValueError("`ydata` must not be empty!")  # scipy's words
     if method not in (None, "lm", "trf", "dogbox"):
         raise ValueError(f"method must be None, 'lm', 'trf' or 'dogbox', got {method!r}")
     if isinstance(jac, str):
@@ -85,8 +87,8 @@ def curve_fit(
     if method == "lm" and bounded is True:
         raise ValueError("Method 'lm' only works for unconstrained problems. Use 'trf' or 'dogbox' instead.")
     _max_steps_from_scipy(kwargs)
-    check_finite = _check.optional_boolean("check_finite", check_finite)
-    full_output = _check.boolean("full_output", full_output)
+    check_finite = None if check_finite is None else _check.scipy_flag("check_finite", check_finite)
+    full_output = _check.scipy_flag("full_output", full_output)
     if bounded is False and method in (None, "lm"):  # scipy's leastsq refuses m < n; its trf does not
         _check_enough_points(f, p0, ydata)
     if check_finite is None:
@@ -135,14 +137,16 @@ def _max_steps_from_scipy(kwargs):
 
 
 def _check_enough_points(f, p0, ydata):
-    """scipy's ``TypeError`` for more parameters than data points (leastsq's check)."""
+    """scipy's ``TypeError`` for more parameters than data points (its ``lm`` path)."""
     model, fn = resolve_model(f)
     n = n_params(fn, model, None if p0 is None or isinstance(p0, Mapping) else numeric("p0", p0))
     m = (np.shape(numeric("ydata", ydata)) or (1,))[-1]
-    if n > m:
+    if n > m == 1:  # scipy leaves a single point to leastsq's check
         raise TypeError(
             f"Improper input: func input vector length N={n} must not exceed func output vector length M={m}"
         )
+    if n > m:
+        raise TypeError(f"The number of func parameters={n} must not exceed the number of data points={m}")
 
 
 def _check_finite_data(xdata, ydata):
