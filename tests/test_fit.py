@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -450,3 +452,45 @@ def test_no_xdata_calls_f_with_none_as_scipy_does():
         jaxlm.fit("gaussian", None, y)
     with pytest.raises(ValueError, match="ydata"):
         jaxlm.curve_fit(decay, None, 1.0)
+
+
+@pytest.mark.parametrize("kind", ["jax", "numpy", "jac"])
+def test_curve_fit_full_output_has_leastsqs_pivoted_qr(kind):
+    """infodict's fjac/ipvt/qtf as scipy's leastsq lays them out: (J P)ᵀ(J P) = RᵀR for
+    the weighted Jacobian J at popt, |diag R| non-increasing, qtf = Qᵀ fvec, and R and
+    ipvt as scipy's (scipy's R is from its last Jacobian, one step before its end)."""
+    x = np.linspace(0, 1, 11)
+    y = 2.0 * np.exp(-2.0 * x) + 0.01 * np.sin(7 * x)
+    sigma = np.linspace(0.5, 1.5, 11)
+    model = {
+        "jax": lambda x, a, b: a * jnp.exp(-b * x),
+        "numpy": lambda x, a, b: a * np.exp(-b * x),
+        "jac": lambda x, a, b: a * jnp.exp(-b * x),
+    }[kind]
+    extra = (
+        {"jac": lambda x, a, b: jnp.stack([jnp.exp(-b * x), -a * x * jnp.exp(-b * x)], 1)}
+        if kind == "jac"
+        else {}
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "f cannot be traced by JAX")
+        popt, _, info, _, ier = jaxlm.curve_fit(
+            model, x, y, [1.0, 1.0], sigma=sigma, full_output=True, **extra
+        )
+    assert ier in (1, 2, 3)
+    a, b = popt
+    jac = np.stack([np.exp(-b * x), -a * x * np.exp(-b * x)], 1) / sigma[:, None]
+    n, m = 2, x.size
+    assert info["fjac"].shape == (n, m) and info["qtf"].shape == (n,)
+    r = np.triu(info["fjac"][:, :n].T)
+    permuted = jac[:, info["ipvt"]]
+    rtol = 1e-6 if kind == "numpy" else 1e-12  # a difference Jacobian: √eps-accurate
+    np.testing.assert_allclose(r.T @ r, permuted.T @ permuted, rtol=rtol)
+    assert abs(r[0, 0]) >= abs(r[1, 1])
+    q = permuted @ np.linalg.inv(r)  # J P = Q R
+    # Q of a difference Jacobian is √eps-accurate, and qtf ~ the gradient is tiny here
+    atol = 1e-7 * np.linalg.norm(info["fvec"]) if kind == "numpy" else 1e-14
+    np.testing.assert_allclose(info["qtf"], q.T @ info["fvec"], rtol=1e-6, atol=atol)
+    ref = so.leastsq(lambda p: (p[0] * np.exp(-p[1] * x) - y) / sigma, [1.0, 1.0], full_output=True)[2]
+    np.testing.assert_array_equal(info["ipvt"], ref["ipvt"])
+    np.testing.assert_allclose(np.abs(r), np.abs(np.triu(ref["fjac"][:, :n].T)), rtol=1e-5)

@@ -21,7 +21,6 @@ NOT_RUN = {
     "test_regression_2639": "the numpy model's forward-difference Jacobian is ~2e-3 off at the minimum "
     "(widths 0.01 at x = 574): jaxlm ends NO_PROGRESS at cost 662.52963541, 1.2e-5 above the minimum "
     "662.52962374, and curve_fit raises; scipy stops at 662.52963451 and reports success",
-    "test_full_output": "infodict holds nfev and fvec, not MINPACK's fjac/ipvt/qtf",
     "test_curvefit_omitnan": "compares with scipy's own stopping point at rtol 1e-7; jaxlm's answer "
     "differs by 1.2e-7 in one case",
     "test_gh4555b": "pcov against scipy's values at rtol 2e-7: jaxlm's is 1.5e-6 apart, with scipy's "

@@ -82,7 +82,7 @@ class HostModel:
         def host_jac(x, y, *p):
             if jac is not None:
                 return np.asarray(jac(np.asarray(x), *_scalars(p)), dtype).reshape(-1, n)
-            return _forward_difference(f, np.asarray(x), np.asarray(y), np.asarray(p, dtype), dtype)
+            return forward_difference(f, np.asarray(x), np.asarray(y), np.asarray(p, dtype), dtype)
 
         @jax.custom_jvp
         def model(x, *p):
@@ -154,7 +154,7 @@ def _output_shape(f, x_shape, n, dtype):
         return _call(f, np.ones(x_shape, dtype), [np.ones((), dtype)] * n, dtype).shape
 
 
-def _forward_difference(f, x, y, p, dtype):
+def forward_difference(f, x, y, p, dtype):
     """scipy's ``'2-point'`` Jacobian: steps ``√eps·max(1, |p_j|)`` away from zero, the
     step taken as actually represented."""
     eps = np.finfo(dtype).eps

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxlm import _check
 from jaxlm._fitting._api import fit, without_x
+from jaxlm._fitting._host import forward_difference, untraceable
 from jaxlm._fitting._inputs import bounds_pair, resolve_model
 from jaxlm._fitting._names import n_params, read_names
 from jaxlm._fitting._objective import weighted_residuals
@@ -54,8 +57,9 @@ def curve_fit(
     raises on non-finite data; a single fit that does not converge raises
     ``RuntimeError("Optimal parameters not found: …")``.  A batch never raises for a
     failed member: use :func:`fit` to see each member's status.  ``full_output=True``
-    returns ``(popt, pcov, infodict, mesg, ier)`` with ``infodict`` holding ``nfev``
-    and ``fvec`` and ``ier`` the :class:`jaxlm.Status` code.
+    returns ``(popt, pcov, infodict, mesg, ier)`` with ``infodict`` holding ``nfev``,
+    ``fvec`` and leastsq's ``fjac``, ``ipvt``, ``qtf`` (see :func:`_minpack_fields`) and
+    ``ier`` the :class:`jaxlm.Status` code.
 
     Precision follows the data, as in scipy: float64 data (numpy float64 arrays, Python
     floats) are fitted in float64 and returned as float64 numpy arrays even when JAX's
@@ -110,7 +114,11 @@ def curve_fit(
         raise RuntimeError("Optimal parameters not found: " + Status(int(res.status)).message)
     if full_output:
         fvec = weighted_residuals(resolve_model(f)[1], xdata, ydata, res.params, sigma)
-        infodict = {"nfev": res.n_fev, "fvec": fvec}
+        infodict = {
+            "nfev": res.n_fev,
+            "fvec": fvec,
+            **_minpack_fields(f, xdata, ydata, res.params, sigma, fvec, jac),
+        }
         mesg = Status(int(res.status)).message if res.status.ndim == 0 else "see ier per member"
         return res.params, res.pcov, infodict, mesg, res.status
     return res.params, res.pcov
@@ -154,3 +162,32 @@ def _check_finite_data(xdata, ydata):
     for name, value in (("ydata", ydata), ("xdata", xdata)):
         if is_concrete(value) and not np.all(np.isfinite(np.asarray(value, dtype=float))):
             raise ValueError(f"{name} must not contain infs or NaNs (check_finite=True)")
+
+
+def _minpack_fields(f, xdata, ydata, popt, sigma, fvec, jac):
+    """``fjac``, ``ipvt`` and ``qtf`` of scipy's ``leastsq`` infodict, at the returned
+    point: the QR factorisation with column pivoting of the weighted Jacobian,
+    ``J[:, ipvt] = Q R``.  As scipy returns them, ``ipvt`` counts from 0 and ``fjac`` is
+    (n, m) with Rᵀ in its first n columns; MINPACK also keeps its Householder vectors
+    below R, which jaxlm does not compute (zeros there).  ``qtf = Qᵀ fvec``.  MINPACK
+    reports the last Jacobian it evaluated, one step before its end; these are at
+    ``popt``.  None for a batch."""
+    if fvec is None:
+        return {"fjac": None, "ipvt": None, "qtf": None}
+    model, fn = resolve_model(f)
+    p = np.asarray(popt)
+    x = np.asarray(xdata) if xdata is not None else None
+    if callable(jac):
+        deriv = np.asarray(jac(x, *p), p.dtype)
+    elif untraceable(fn, np.asarray(x), p.size, p.dtype) is None:
+        deriv = np.asarray(jax.jacfwd(lambda q: fn(x, *[q[i] for i in range(p.size)]))(jnp.asarray(p)))
+    else:  # a numpy model: the difference Jacobian the fit used
+        deriv = forward_difference(fn, x, np.asarray(fn(x, *p), p.dtype), p, p.dtype)
+    weighted = np.reshape(deriv, (-1, p.size))
+    if sigma is not None:
+        s = np.asarray(sigma, p.dtype)
+        weighted = weighted / s[:, None] if s.ndim <= 1 else np.linalg.solve(np.linalg.cholesky(s), weighted)
+    q, r, perm = jax.scipy.linalg.qr(jnp.asarray(weighted), pivoting=True, mode="economic")
+    fjac = np.zeros((p.size, weighted.shape[0]), p.dtype)
+    fjac[:, : r.shape[0]] = np.asarray(r).T
+    return {"fjac": fjac, "ipvt": np.asarray(perm), "qtf": np.asarray(q).T @ np.asarray(fvec)}
