@@ -114,3 +114,30 @@ def test_derivatives_of_the_covariance_match_finite_differences():
     weights = jnp.asarray(rng.standard_normal((3, 3)))
     grad = jax.grad(lambda j: jnp.sum(weights * covariance(j, fixed)))(masked)
     np.testing.assert_allclose(jnp.vdot(grad, direction), jnp.sum(weights * tangent), rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rank_rule_near_its_edge_is_scipys(dtype):
+    """scipy's rule (smallest singular value ≤ eps·max(m, n)·largest, of the
+    column-equilibrated J) on both sides of its edge, where the cheap bound
+    κ ≤ ‖R‖_F‖R⁻¹‖_F ≤ n·κ cannot decide and the Jacobi SVD does: equal to numpy's
+    decision for every condition number from 0.2 to 5 times the edge."""
+    m, n = 20, 4
+    rng = np.random.default_rng(4)
+    eps = np.finfo(dtype).eps
+    edge = 1 / (eps * m)
+    u, _ = np.linalg.qr(rng.standard_normal((m, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    decided, undecided_by_bound = [], []
+    for factor in (0.2, 0.4, 0.7, 1.4, 2.5, 5.0):
+        jac = ((u * np.array([1.0, 0.7, 0.4, 1 / (factor * edge)])) @ v.T).astype(dtype)
+        unit = jac.astype(np.float64) / np.linalg.norm(jac.astype(np.float64), axis=0)
+        s = np.linalg.svd(unit, compute_uv=False)
+        expected = s[-1] <= eps * m * s[0]
+        kappa_f = np.linalg.norm(unit) * np.linalg.norm(np.linalg.pinv(unit))
+        got = covariance(jnp.asarray(jac), jnp.zeros(n, bool))
+        assert bool(np.all(np.isinf(got))) == expected, (factor, s[0] / s[-1] / edge)
+        decided.append(expected)
+        undecided_by_bound.append(edge <= kappa_f < n * edge)
+    assert any(decided) and not all(decided)  # both sides of the edge were tested
+    assert sum(undecided_by_bound) >= 2  # ... and the Jacobi SVD decided some of them

@@ -302,6 +302,65 @@ def test_fixed_parameters_equal_a_fit_of_the_reduced_model():
     assert list(np.asarray(res.dof)) == [x.size - 2, x.size - 2]
 
 
+def test_fixed_parameters_shared_by_a_batch_equal_scipys_reduced_fits():
+    """Shared ``fixed`` and bounds take the static change of variables (no branch per
+    member at run time): the same answers as scipy on the reduced model."""
+    x, ys, _ = noisy_decays(3, seed=15)
+    res = jaxlm.fit(decay, x, ys, [1.0, 1.0, 0.25], fixed=[False, False, True], bounds=([0, 0, -1], [10, 5, 1]))
+    for i in range(3):
+        ref, cov = so.curve_fit(lambda x, a, k: decay_np(x, a, k, 0.25), x, ys[i], [1.0, 1.0], **TIGHT)
+        np.testing.assert_allclose(res.params[i], [*ref, 0.25], rtol=RTOL)
+        np.testing.assert_allclose(res.perr[i, :2], perr(cov), rtol=RTOL)
+        assert res.perr[i, 2] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_shared_and_per_fit_bounds_and_fixed_reach_the_same_fits(dtype):
+    """Bounds and ``fixed`` shared by the batch are static (a parameter without bounds
+    costs nothing); the same values given per fit select per member at run time.  The
+    two programs differ, so the paths agree to rounding: the same statuses' verdict and
+    the same minimum to well within the parameters' errors, through the driver."""
+    rng = np.random.default_rng(16)
+    b, m = 300, 40
+    x = np.linspace(-4, 4, m)
+    true = np.stack([rng.uniform(1, 2, b), rng.uniform(-1, 1, b), rng.uniform(0.5, 1, b), rng.uniform(0, 0.3, b)], 1)
+    ys = peak_np(x, *true.T[:, :, None]) + 0.02 * rng.standard_normal((b, m))
+    x, ys, p0 = x.astype(dtype), ys.astype(dtype), (true * 1.1).astype(dtype)
+    lo, hi = np.array([0, -np.inf, 0.1, -np.inf]), np.array([np.inf, np.inf, 3, np.inf])
+    fixed = np.array([False, False, False, True])
+    tol = 0.05 if dtype == np.float32 else 1e-6  # in units of the parameters' errors
+    for shared in (dict(), dict(bounds=(lo, hi)), dict(bounds=(lo, hi), fixed=fixed)):
+        per_fit = {
+            "bounds": tuple(np.broadcast_to(v, (b, 4)) for v in shared.get("bounds", (-np.inf, np.inf))),
+            "fixed": np.broadcast_to(shared.get("fixed", np.zeros(4, bool)), (b, 4)),
+        }
+        a = jaxlm.fit(peak, x, ys, p0, **shared)
+        d = jaxlm.fit(peak, x, ys, p0, **per_fit)
+        assert np.all(np.asarray(a.success)) and np.all(np.asarray(d.success))
+        scale = np.where(np.asarray(a.perr) > 0, np.asarray(a.perr, float), 1)
+        assert np.max(np.abs(np.asarray(a.params, float) - np.asarray(d.params, float)) / scale) <= tol
+        np.testing.assert_allclose(a.cost, d.cost, rtol=10 * np.sqrt(np.finfo(dtype).eps))
+
+
+def test_parameters_without_bounds_are_not_transformed():
+    """The static change of variables is the identity for a parameter without bounds (no
+    sin, sqrt or per-member branch in the residual the solver differentiates), and the
+    bound formulas only where a bound is."""
+    from jaxlm._fitting._transform import Transform, to_params
+
+    u = jnp.array([0.3, -0.2, 0.5])
+    p0, fixed = jnp.array([1.0, 2.0, 3.0]), jnp.zeros(3, bool)
+    lo, hi = jnp.array([-jnp.inf, 0.0, -1.0]), jnp.array([jnp.inf, jnp.inf, 1.0])
+    free = Transform.read(jnp.full(3, -jnp.inf), jnp.full(3, jnp.inf), fixed)
+    text = str(jax.make_jaxpr(lambda u: to_params(u, p0, lo, hi, fixed, free))(u))
+    assert "sin" not in text and "sqrt" not in text and "select" not in text
+    mixed = Transform.read(lo, hi, jnp.array([False, False, True]))
+    assert mixed.kinds == ("free", "lower", "both") and mixed.fixed == (False, False, True)
+    got = to_params(u, p0, lo, hi, jnp.array([False, False, True]), mixed)
+    want = to_params(u, p0, lo, hi, jnp.array([False, False, True]))  # per member at run time
+    np.testing.assert_array_equal(got, want)
+
+
 # --------------------------------------------------------------------------- batching rule
 def test_per_fit_xdata_and_a_shared_pixel_grid():
     rng = np.random.default_rng(14)

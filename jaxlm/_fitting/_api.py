@@ -199,6 +199,7 @@ def fit(
         absolute_sigma=absolute_sigma,
         x_batched=prep.x_batched,
         masked=prep.data.mask is not None,
+        transform=prep.transform,
         solver=solver,
         **cfg_options,
     )

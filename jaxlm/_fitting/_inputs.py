@@ -15,6 +15,7 @@ from jaxlm._fitting._host import HostModel
 from jaxlm._fitting._names import n_params, param_names
 from jaxlm._fitting._objective import ModelWithJacobian
 from jaxlm._fitting._precision import float_dtype, is_concrete, numeric
+from jaxlm._fitting._transform import Transform
 from jaxlm.models import Model
 from jaxlm.models import get as get_model
 
@@ -40,6 +41,7 @@ class Prepared(NamedTuple):
     sigma_kind: str  # "none", "std", "cov"
     sigma_batched: bool
     x_batched: bool
+    transform: Transform | None  # static bounds and fixed, when shared by every fit
 
 
 def prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, options) -> Prepared:
@@ -48,18 +50,21 @@ def prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, options) ->
     dtype = float_dtype(ydata=ydata, p0=p0, xdata=xdata)
     y, x, n, x_batched = _read_data(fn, model, xdata, ydata, p0, options["xdata_batched"], dtype)
     batch, m = y.shape[:-1], y.shape[-1]
-    lo, hi = _read_bounds(bounds, n, batch, dtype)
+    lo, hi, shared_bounds = _read_bounds(bounds, n, batch, dtype)
     mask = _read_mask(mask, x, y, x_batched, options["nan_policy"])
     if options["estimator"] == "poisson" and is_concrete(y):
         yv = np.asarray(y)
         if np.any(yv[np.isfinite(yv)] < 0):
             raise ValueError("ydata: the Poisson estimator needs counts ≥ 0")
     p0 = _read_p0(p0, fn, model, x, y, mask, lo, hi, n, dtype)
-    fixed = jnp.zeros((n,), bool) if fixed is None else as_bool("fixed", fixed, [(n,), batch + (n,)])
-    fixed = jnp.broadcast_to(fixed, batch + (n,))
+    fixed_in = jnp.zeros((n,), bool) if fixed is None else fixed
+    fixed = as_bool("fixed", fixed_in, [(n,), batch + (n,)])
     sigma, sigma_kind, sigma_batched = _read_sigma(sigma, m, batch, options["sigma_batched"], dtype)
     data = CurveData(x, y, p0, sigma, mask, lo, hi, fixed)
-    return Prepared(batch, data, sigma_kind, sigma_batched, x_batched)
+    transform = None
+    if shared_bounds is not None and np.shape(fixed_in) == (n,) and is_concrete((shared_bounds, fixed_in)):
+        transform = Transform.read(*shared_bounds, fixed_in)
+    return Prepared(batch, data, sigma_kind, sigma_batched, x_batched, transform)
 
 
 def _read_data(fn, model, xdata, ydata, p0, forced, dtype):
@@ -86,14 +91,19 @@ def _read_data(fn, model, xdata, ydata, p0, forced, dtype):
 
 
 def _read_bounds(bounds, n, batch, dtype):
+    """``(lo, hi, shared)``: the bounds broadcast to ``batch + (n,)``, and when both were
+    given for all fits at once (scalars or ``(n,)``) the ``(n,)`` pair, else None."""
     lo, hi = (as_float("bounds", b, dtype) for b in bounds_pair(bounds))
+    shared = None
+    if lo.shape in ((), (n,)) and hi.shape in ((), (n,)):
+        shared = tuple(jnp.broadcast_to(b, (n,)) for b in (lo, hi))
     if is_concrete((lo, hi)) and (np.any(np.isnan(np.asarray(lo))) or np.any(np.isnan(np.asarray(hi)))):
         raise ValueError("bounds must not hold NaN (use -inf/inf for a parameter without a bound)")
     lo = per_fit_shape("bounds (lower)", lo if lo.ndim else jnp.full((n,), lo), (n,), batch)
     hi = per_fit_shape("bounds (upper)", hi if hi.ndim else jnp.full((n,), hi), (n,), batch)
     if is_concrete((lo, hi)) and np.any(np.asarray(lo) >= np.asarray(hi)):
         raise ValueError("bounds: each lower bound must be strictly less than its upper bound")
-    return lo, hi
+    return lo, hi, shared
 
 
 def _read_mask(mask, x, y, x_batched, nan_policy):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxlm._fitting._transform import to_params
+from jaxlm._fitting._transform import Transform, to_params
 from jaxlm._residual import Objective
 from jaxlm._solver import LevenbergMarquardt
 
@@ -30,6 +30,7 @@ class Config:
     absolute_sigma: bool
     x_batched: bool
     masked: bool
+    transform: Transform | None  # static bounds and fixed (shared by every fit), or None
     solver: LevenbergMarquardt
     implicit_hessian: str
     failed_grad: str
@@ -154,7 +155,8 @@ class FreeResidual:
     cfg: Config
 
     def __call__(self, u, x, y, sigma_term, valid, p0, lo, hi, fixed):
-        return objective(self.cfg, to_params(u, p0, lo, hi, fixed), x, y, sigma_term, valid)
+        p = to_params(u, p0, lo, hi, fixed, self.cfg.transform)
+        return objective(self.cfg, p, x, y, sigma_term, valid)
 
 
 def weighted_residuals(fn, xdata, ydata, popt, sigma):

@@ -177,7 +177,7 @@ def finish_one(cfg: Config, u, cost, status, n_steps, n_fev, args: CurveArgs, n_
     x, y, sigma_term, valid, p0, lo, hi, fixed = args
     dtype = y.dtype
     n = p0.shape[0]
-    params = to_params(u, p0, lo, hi, fixed)
+    params = to_params(u, p0, lo, hi, fixed, cfg.transform)
 
     # covariance from the model's Jacobian in p at the solution
     def r_of_p(p):

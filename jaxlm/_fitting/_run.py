@@ -85,7 +85,7 @@ def prepare_one(cfg: Config, data: CurveData) -> tuple[jax.Array, CurveArgs, jax
     else:
         sigma_term = None
     n_valid = jnp.sum(valid).astype(jnp.int32)
-    return to_free(p0, lo, hi), CurveArgs(x, y, sigma_term, valid, p0, lo, hi, fixed), n_valid
+    return to_free(p0, lo, hi, cfg.transform), CurveArgs(x, y, sigma_term, valid, p0, lo, hi, fixed), n_valid
 
 
 def fit_one(cfg: Config, data: CurveData) -> FitResult:
