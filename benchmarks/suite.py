@@ -166,8 +166,11 @@ def run_fit(fun, x, y, p0, chunk):
 def jaxlm_stats(fun, x, y, p0, tol, max_steps):
     lm = jaxlm.LevenbergMarquardt(**jaxlm_options(tol, max_steps))
     state, stats = _batch.run(lm, fun, jnp.asarray(p0), (jnp.asarray(x), jnp.asarray(y)), (None, 0))
-    init_state, _ = _batch._init(lm, fun, (None, 0), None, jnp.asarray(p0), (jnp.asarray(x), jnp.asarray(y)))
-    compiled = _batch._phase.lower(lm, fun, (None, 0), None, init_state, (x, y), 0).compile()
+    args = (jnp.asarray(x), jnp.asarray(y))
+    init_state, _ = _batch._init(lm, fun, (None, 0), None, jnp.asarray(p0), args)
+    loop = (jnp.asarray(2**31 - 1, jnp.int32), jnp.asarray(_batch.PATIENCE, jnp.float32), jnp.zeros((1, 2), jnp.float32))
+    block = _batch._block_size(len(p0))
+    compiled = _batch._blocked.lower(lm, fun, (None, 0), None, block, init_state, args, *loop).compile()
     return stats, _memory(compiled)
 
 

@@ -156,22 +156,33 @@ COLLECTIVE = re.compile(r"all-reduce|all-gather|all-to-all|collective-(permute|b
 
 
 def check_sharded_compaction(rows):
-    """With 300 members per device each shard compacts its own stragglers (the buckets
-    are per shard), the answer is the one-device one, and no driver program holds a
-    collective: every device runs its part alone."""
+    """With 300 members per device each shard runs its own blocked loop (blocks per
+    shard) and compacts its own stragglers into a phase of its own, the answer is the
+    one-device one, and no driver program holds a collective: every device runs its part
+    alone."""
     p0, y = problems(1200, seed=1)
     ref = reference(p0, y)
     solver = jaxlm.LevenbergMarquardt(**TIGHT)
     x0, args = jax.device_put(p0, rows), (T, jax.device_put(y, rows))
     state, stats = _batch.run(solver, decay, x0, args, (None, 0), sharding=rows)
-    assert len(stats.sizes) > 1 and stats.sizes[-1] == 4 * _batch.MIN_BUCKET, stats  # compacted per shard
+    assert stats.sizes[0] == 4 * _batch._block_size(300) < 1200, stats  # blocks per shard
     assert stats.ratio < 2.5, stats
     assert len(state.params.sharding.device_set) == 4
     check_equal(state, ref)
+    patience, _batch.PATIENCE = _batch.PATIENCE, 0.0  # stragglers to a phase at once
+    try:
+        state, stats = _batch.run(solver, decay, x0, args, (None, 0), sharding=rows)
+    finally:
+        _batch.PATIENCE = patience
+    assert stats.sizes[-1] == 4 * _batch.MIN_BUCKET and stats.phases == 2, stats  # compacted per shard
+    check_equal(state, ref)
     init, counts = _batch._init(solver, decay, (None, 0), rows, x0, args)
     idx, active, active_args = _batch._compact(_batch.MIN_BUCKET, (None, 0), rows, init, args)
+    ledger = jax.device_put(jnp.zeros((4, 2), jnp.float32), rows)
+    loop = (jnp.asarray(100, jnp.int32), jnp.asarray(1.0, jnp.float32), ledger)
     programs = {
         "init": _batch._init.lower(solver, decay, (None, 0), rows, x0, args),
+        "blocked": _batch._blocked.lower(solver, decay, (None, 0), rows, 64, init, args, *loop),
         "phase": _batch._phase.lower(solver, decay, (None, 0), rows, init, args, 64),
         "compact": _batch._compact.lower(_batch.MIN_BUCKET, (None, 0), rows, init, args),
         "scatter": _batch._scatter.lower(rows, init, active, idx),

@@ -45,11 +45,29 @@ def test_compaction_equals_vmap_and_follows_the_members_step_counts():
     _, stats = _batch.run(solver, decay, jnp.asarray(p0), (T, jnp.asarray(y)), (None, 0))
     steps = np.asarray(ref.n_steps)
     assert stats.needed == steps.sum()
-    assert len(stats.sizes) > 1  # the stragglers were compacted
+    assert stats.sizes[0] < 600  # blocks of running members, not the whole batch
     plain = steps.size * steps.max()  # what one vmapped while loop executes
     assert steps.max() > 2 * np.median(steps)  # there are stragglers to handle
     assert stats.executed < 0.6 * plain
     assert stats.ratio < 2.5  # each phase keeps ≥ 1/4 of its members busy
+
+
+@pytest.mark.parametrize("patience", [0.0, 1e9])
+def test_stragglers_finish_in_a_phase_of_their_own_or_in_the_blocks(monkeypatch, patience):
+    """The last few running members go to a small active set once the blocks' empty
+    slots outweigh the work (patience 0: at once; 1e9: never); the answer is the plain
+    vmapped one, member by member, either way."""
+    monkeypatch.setattr(_batch, "PATIENCE", patience)
+    p0, y = problems(600, seed=2)
+    ref = reference(p0, y)
+    solver = jaxlm.LevenbergMarquardt(**TIGHT)
+    state, stats = _batch.run(solver, decay, jnp.asarray(p0), (T, jnp.asarray(y)), (None, 0))
+    assert_same(state, ref)
+    assert stats.needed == np.asarray(ref.n_steps).sum()
+    if patience == 0.0:
+        assert stats.sizes[-1] == _batch.MIN_BUCKET and stats.phases == 2, stats
+    else:
+        assert len(stats.sizes) == 1 and stats.phases == 1, stats
 
 
 def test_chunks_with_a_padded_last_chunk_equal_one_call():
