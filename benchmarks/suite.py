@@ -168,7 +168,7 @@ def jaxlm_stats(fun, x, y, p0, tol, max_steps):
     state, stats = _batch.run(lm, fun, jnp.asarray(p0), (jnp.asarray(x), jnp.asarray(y)), (None, 0))
     args = (jnp.asarray(x), jnp.asarray(y))
     init_state, _ = _batch._init(lm, fun, (None, 0), None, jnp.asarray(p0), args)
-    loop = (jnp.asarray(2**31 - 1, jnp.int32), jnp.asarray(_batch.PATIENCE, jnp.float32), jnp.zeros((1, 2), jnp.float32))
+    loop = (np.int32(2**31 - 1), np.float32(_batch.PATIENCE), np.zeros((1, 2), np.float32))
     block = _batch._block_size(len(p0))
     compiled = _batch._blocked.lower(lm, fun, (None, 0), None, block, init_state, args, *loop).compile()
     return stats, _memory(compiled)

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxlm import _check, _programs
+from jaxlm import _check, _programs, _restart
 from jaxlm._solver import LevenbergMarquardt, LMState, Status
 
 MIN_BUCKET = 64
@@ -238,8 +238,8 @@ def _phase(solver: LevenbergMarquardt, fun: Callable, axes, sharding, state, arg
 class _Rows(NamedTuple):
     """How to lay a batched pytree out as one 2-D array per dtype, a row per member, so
     that the blocked loop gathers and scatters a block with a handful of operations
-    instead of two per leaf (the state with its restart memory has ~45 leaves; each
-    gather and scatter is a kernel with a fixed cost, per block)."""
+    instead of two per leaf (the state has ~15 leaves; each gather and scatter is a
+    kernel with a fixed cost, per block)."""
 
     treedef: Any
     shapes: tuple  # per leaf, without the batch axis
@@ -297,7 +297,9 @@ def _blocked(
             sub = sub._replace(status=jnp.where(real, sub.status, Status.MAX_STEPS))  # frozen pads
             part = arg_layout.unpack(tuple(r[take] for r in arg_rows))
             new = step(sub, *merge(axes, part, args))
-            rows = tuple(r.at[chosen].set(v, mode="drop") for r, v in zip(rows, layout.pack(new), strict=True))
+            rows = tuple(
+                r.at[chosen].set(v, mode="drop") for r, v in zip(rows, layout.pack(new), strict=True)
+            )
             return rows, status.at[chosen].set(new.status, mode="drop"), idx
 
         def patient(status, ledger):
@@ -418,46 +420,103 @@ def run(
     the blocked loop returns every :data:`PROGRESS_ITERATIONS` iterations).  With a
     ``sharding`` (whose shard count divides the batch) every shard runs its own loops
     on its own members; block and bucket sizes are per shard, the same on every shard.
+    With ``restart``, the members whose first attempt failed run a second pass of the
+    same programs from their start (:mod:`jaxlm._restart`).
     """
     n_shards = shard_count(sharding)
     size = jax.tree_util.tree_leaves(x0)[0].shape[0] // n_shards  # per shard
-    state, counts = _init(solver, fun, axes, sharding, x0, args)
-    counts = host_value(counts)
-    stats = [0, 0, 0, set()]  # executed, needed, phases, sizes
+    start, counts = _init(solver, fun, axes, sharding, x0, args)
+    attempt = _Attempt(solver, fun, axes, sharding, args, size, compact, on_phase)
+    state = attempt.run(start, host_value(counts))
+    failed = sum(int(attempt.counts[:, code].sum()) for code in _restart.RESTART_ON)
+    if solver.restart is not None and solver.max_steps > 0 and failed:
+        second, again, counts = _second(solver, sharding, start, state)
+        counts = host_value(counts)
+        if counts[:, Status.RUNNING].sum() > 0:
+            second = attempt.run(second, counts)
+            state, counts = _keep_better(sharding, state, second, again)
+    sizes = tuple(s * n_shards for s in sorted(attempt.sizes, reverse=True))
+    return state, RunStats(attempt.executed, attempt.needed, attempt.phases, sizes)
 
-    def report(iters, taken, executed, new_counts, width=None):
-        stats[0] += int(host_value(executed).sum()) if width is None else width * int(host_value(iters).sum())
-        stats[1] += int(host_value(taken).sum())
-        stats[2] += 1
-        counts = host_value(new_counts)
-        if on_phase is not None:
-            on_phase(counts.sum(0))
+
+class _Attempt:
+    """Runs one attempt of a batch's running members to the end: the blocked loop, then
+    a phase for its stragglers (or, without compaction, one phase), and keeps count."""
+
+    def __init__(self, solver, fun, axes, sharding, args, size, compact, on_phase):
+        self.solver, self.fun, self.axes, self.sharding, self.args = solver, fun, axes, sharding, args
+        self.size, self.compact, self.on_phase = size, compact, on_phase
+        self.executed = self.needed = self.phases = 0
+        self.sizes: set[int] = set()
+
+    def _report(self, iters, taken, executed, counts, width=None):
+        self.executed += (
+            int(host_value(executed).sum()) if width is None else width * int(host_value(iters).sum())
+        )
+        self.needed += int(host_value(taken).sum())
+        self.phases += 1
+        counts = host_value(counts)
+        if self.on_phase is not None:
+            self.on_phase(counts.sum(0))
         return counts
 
-    if compact and size >= MIN_BUCKET * GROWTH:
-        block = _block_size(size, _platform(x0, sharding))
-        stats[3].add(block)
-        cap = jnp.asarray(PROGRESS_ITERATIONS if on_phase is not None else _check.INT32_MAX, jnp.int32)
-        patience = jnp.asarray(PATIENCE, jnp.float32)
-        ledger = jnp.zeros((n_shards, 2), jnp.float32)  # per shard: useful, wasted slots
-        if sharding is not None:
-            ledger = jax.device_put(ledger, sharding)
-        while _more_blocked(counts[:, Status.RUNNING], host_value(ledger)):
-            state, iters, taken, executed, new_counts, ledger = _blocked(
+    def run(self, state, counts):
+        """The attempt run to its end; ``self.counts`` is then the status tally per shard."""
+        solver, fun, axes, sharding, args = self.solver, self.fun, self.axes, self.sharding, self.args
+        self.counts = counts
+        if counts[:, Status.RUNNING].sum() == 0:
+            return state
+        if not (self.compact and self.size >= MIN_BUCKET * GROWTH):
+            self.sizes.add(self.size)
+            state, iters, taken, counts = _phase(solver, fun, axes, sharding, state, args, 0)
+            self.counts = self._report(iters, taken, None, counts, width=self.size)
+            return state
+        block = _block_size(self.size, _platform(state.params, sharding))
+        self.sizes.add(block)
+        # host values, every call alike (a device array on the second call only would be
+        # a differently committed argument: a second compilation)
+        cap = np.int32(PROGRESS_ITERATIONS if self.on_phase is not None else _check.INT32_MAX)
+        patience = np.float32(PATIENCE)
+        ledger = np.zeros((counts.shape[0], 2), np.float32)  # per shard: useful, wasted slots
+        while _more_blocked(counts[:, Status.RUNNING], ledger):
+            state, iters, taken, executed, counts, ledger = _blocked(
                 solver, fun, axes, sharding, block, state, args, cap, patience, ledger
             )
-            counts = report(iters, taken, executed, new_counts)
+            ledger = host_value(ledger)
+            counts = self.counts = self._report(iters, taken, executed, counts)
         most_running = int(counts[:, Status.RUNNING].max())
         if most_running:  # the stragglers: gathered into one active set, run to the end
             bucket = _bucket(most_running)
-            stats[3].add(bucket)
+            self.sizes.add(bucket)
             idx, active, active_args = _compact(bucket, axes, sharding, state, args)
-            active, iters, taken, new_counts = _phase(solver, fun, axes, sharding, active, active_args, 0)
-            report(iters, taken, None, new_counts, width=bucket)
+            active, iters, taken, counts = _phase(solver, fun, axes, sharding, active, active_args, 0)
+            self._report(iters, taken, None, counts, width=bucket)
             state, counts = _scatter(sharding, state, active, idx)
-    elif counts[:, Status.RUNNING].sum() > 0:
-        stats[3].add(size)
-        state, iters, taken, new_counts = _phase(solver, fun, axes, sharding, state, args, 0)
-        report(iters, taken, None, new_counts, width=size)
-    sizes = tuple(s * n_shards for s in sorted(stats[3], reverse=True))
-    return state, RunStats(stats[0], stats[1], stats[2], sizes)
+            self.counts = host_value(counts)
+        return state
+
+
+@_programs.program(2)
+def _second(solver: LevenbergMarquardt, sharding, start, first):
+    """Each shard's second attempts (:func:`jaxlm._restart.second_start` where the first
+    attempt failed, the first attempt's final state elsewhere), who tries again, and the
+    status tally."""
+
+    def one(start, first):
+        again = _restart.needs_second(first)
+        return _restart.select(again, _restart.second_start(solver, start), first), again
+
+    def local(start, first):
+        second, again = jax.vmap(one)(start, first)
+        return second, again, _tally(second.status)[None]
+
+    return _per_shard(local, sharding, (), "bb", "bbb")(start, first)
+
+
+@_programs.program(1)
+def _keep_better(sharding, first, second, again):
+    def local(first, second, again):
+        state = jax.vmap(_restart.keep_better)(first, second, again)
+        return state, _tally(state.status)[None]
+
+    return _per_shard(local, sharding, (), "bbb", "bb")(first, second, again)

@@ -8,41 +8,57 @@ import jax
 import jax.numpy as jnp
 
 
-def acceleration(linalg, alpha, flat_fun, user_jac_t, z, h, factor, diag, model, mode):
+def acceleration(linalg, alpha, jt_rvv, h, factor, diag):
     """Half the geodesic acceleration, ``d = ½a`` with ``(A + μD) a = −Jᵀ r''[h, h]``
     (Transtrum & Sethna 2012), and whether it is finite but too large.
 
-    ``r''[h, h]``, the second directional derivative of the residual along the
-    velocity h, comes from two nested JVPs.  ``Jᵀ(·)`` is taken in the Jacobian's own
-    mode (forward: the columns of J pushed through the same linearisation as h,
-    :func:`forward_jt_rvv`; reverse: one VJP; a callable ``jac``: the caller's), so
-    a residual that is finite in that mode gets a finite acceleration.  A residual without a
-    forward mode (a
-    ``jax.custom_vjp`` inside) gets Transtrum's finite difference instead,
-    ``Jᵀr'' ≈ (2/δ)(Jᵀ(r(z + δh) − r(z))/δ − Ah)`` with δ = 0.1, from one VJP.  The
-    solve reuses the step's factorisation.
+    ``jt_rvv`` is ``Jᵀ r''[h, h]`` (:meth:`jaxlm._residual.Evaluation.jt_rvv`, from
+    :func:`jt_rvv_term`): ``r''[h, h]``, the second directional derivative of the
+    residual along the velocity h, from two nested JVPs, and ``Jᵀ(·)`` in the Jacobian's
+    own mode, so that a residual that is finite in that mode gets a finite acceleration.
+    The solve reuses the step's factorisation.
 
     An acceleration that is not finite (a residual whose second derivative does not
     exist there, a failed solve) is not used: d = 0 and the step is the plain h; it
     is never a reason to reject h.  A finite one that is too large
     (``2‖a‖ > alpha·‖h‖`` in the D-norm) is reported so that the step rejects it.
     """
-    residual = lambda w: flat_fun(w)[0]  # noqa: E731
-    if mode == "rev_only":
-        delta = jnp.asarray(0.1, z.dtype)
-        r, vjp = jax.vjp(residual, z)
-        a_h = linalg.model_product(model, h)
-        jt_rvv = (2 / delta) * (vjp((residual(z + delta * h) - r) / delta)[0] - a_h)
-    elif mode == "rev":
-        (jt_rvv,) = jax.vjp(residual, z)[1](second_directional(residual, z, h))
-    elif mode == "fwd":
-        jt_rvv = forward_jt_rvv(residual, z, h)
-    else:
-        jt_rvv = user_jac_t(z) @ second_directional(residual, z, h)
     accel, ok = linalg.solve(factor, -jt_rvv)
     sqrt_d = jnp.sqrt(diag)
     small = 2 * jnp.linalg.norm(sqrt_d * accel) <= alpha * jnp.linalg.norm(sqrt_d * h)
     return jnp.where(ok & small, 0.5 * accel, 0), ok & ~small
+
+
+FD_STEP = 0.1
+"""Transtrum's δ for the finite-difference ``r''`` of a residual without forward mode."""
+
+
+def jt_rvv_term(residual, user_jac_t, z, h, mode):
+    """``Jᵀ r''[h, h]`` of ``residual`` (one problem, or one block of its points) in the
+    Jacobian's mode (forward: the columns of J pushed through the same linearisation as
+    h, :func:`forward_jt_rvv`; reverse: one VJP; a callable ``jac``: the caller's).  For
+    a residual without a forward mode (``mode == "rev_only"``: a ``jax.custom_vjp``
+    inside) Transtrum's finite difference
+    ``Jᵀr'' ≈ (2/δ)(Jᵀ(r(z + δh) − r(z))/δ − Ah)`` is used, and this returns only its
+    first term, ``Jᵀ(r(z + δh) − r(z))/δ`` from one VJP: the caller, who holds A, adds
+    the rest (:func:`finite_difference_jt_rvv`)."""
+    if mode == "rev_only":
+        delta = jnp.asarray(FD_STEP, z.dtype)
+        r, vjp = jax.vjp(residual, z)
+        return vjp((residual(z + delta * h) - r) / delta)[0]
+    if mode == "rev":
+        (jt_rvv,) = jax.vjp(residual, z)[1](second_directional(residual, z, h))
+        return jt_rvv
+    if mode == "fwd":
+        return forward_jt_rvv(residual, z, h)
+    return user_jac_t(z) @ second_directional(residual, z, h)
+
+
+def finite_difference_jt_rvv(term, a_h):
+    """``(2/δ)(term − Ah)``: Transtrum's finite-difference ``Jᵀr''`` from
+    :func:`jt_rvv_term`'s first term and ``A·h``."""
+    delta = jnp.asarray(FD_STEP, term.dtype)
+    return (2 / delta) * (term - a_h)
 
 
 def forward_jt_rvv(residual, z, h):

@@ -104,3 +104,52 @@ def linearise(flat_fun, user_jac_t, z, mode):
 
     jac, (r, cost) = jax.jacrev(with_aux, has_aux=True)(z)
     return r, cost, jac.T
+
+
+class Evaluation:
+    """The residual of one problem as one trace of ``init`` or ``step`` evaluates it: in
+    the normalised units ``units`` (:mod:`jaxlm._units`), with its Jacobian in the mode
+    :func:`jacobian_mode` decides, compressed at once to the n×n model of
+    :mod:`jaxlm._linalg` (the solver never holds r or J beyond this).
+    :class:`jaxlm._blocks.BlockedEvaluation` gives the same quantities for a residual
+    evaluated a block of points at a time."""
+
+    def __init__(self, fun, unravel, units, args, dtype, jac, z):
+        self.fun, self.unravel, self.args, self.dtype, self.jac = fun, unravel, args, dtype, jac
+        self.flat_fun, self.user_jac_t = normalised(fun, unravel, units, args, dtype, jac)
+        self.mode = jacobian_mode(jac, self.flat_fun, z)
+
+    def start(self, linalg, x, objective: bool):
+        """At the start ``x`` (this evaluation in the caller's units, ``units`` = 1): the
+        normalised units fixed there, and the model, cost, ‖r‖² and whether r and J are
+        finite, in those units."""
+        r_raw, cost_raw, jac_t_raw = linearise(self.flat_fun, self.user_jac_t, x, self.mode)
+        units = _units.from_start(r_raw, jac_t_raw, x)
+        r, jac_t = _units.normalise(units, r_raw, jac_t_raw)
+        cost = cost_raw * units.residual * units.residual if objective else 0.5 * (r @ r)
+        model = linalg.compress(jac_t, r)
+        finite = jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(jac_t))
+        return units, model, cost, r @ r, finite
+
+    def linearised(self, linalg, z):
+        """``(model, cost, ‖r‖²)`` at ``z`` (normalised units), one evaluation."""
+        r, cost, jac_t = linearise(self.flat_fun, self.user_jac_t, z, self.mode)
+        return linalg.compress(jac_t, r), cost, r @ r
+
+    def jt_rvv(self, linalg, model, z, h):
+        """``Jᵀ r''[h, h]`` at ``z`` (:func:`jaxlm._geodesic.jt_rvv_term`)."""
+        residual = lambda w: self.flat_fun(w)[0]  # noqa: E731
+        term = _geodesic.jt_rvv_term(residual, self.user_jac_t, z, h, self.mode)
+        if self.mode == "rev_only":
+            return _geodesic.finite_difference_jt_rvv(term, linalg.model_product(model, h))
+        return term
+
+
+def evaluation(fun, unravel, units, args, dtype, jac, z) -> Evaluation:
+    """The :class:`Evaluation` of ``fun`` (a :class:`jaxlm._blocks.Blocked` residual
+    gets its block-by-block one)."""
+    from jaxlm import _blocks
+
+    if isinstance(fun, _blocks.Blocked):
+        return _blocks.BlockedEvaluation(fun, unravel, units, args, dtype, jac, z)
+    return Evaluation(fun, unravel, units, args, dtype, jac, z)

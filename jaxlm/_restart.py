@@ -1,55 +1,65 @@
 """A second attempt for members that fail (``LevenbergMarquardt(restart=...)``): a member
-that stops with one of :data:`RESTART_ON` runs again from its start with the restart's
-damping, and keeps whichever attempt ends at the lower cost, with its status."""
+whose first attempt stops with one of :data:`RESTART_ON` runs again from its start with
+the restart's damping, and keeps whichever attempt ends at the lower cost, with its
+status.
+
+The attempts are run by the loops around the step — :meth:`LevenbergMarquardt.run` (one
+traced loop of steps, run once per attempt) and the many-problem driver
+(:mod:`jaxlm._batch`: a second pass of the same compiled program over the members that
+try again) — not by the step: ``step`` only damps each member as its ``attempt`` says.
+So the state carries no copy of the start or of the first attempt (each step, and each
+gather of the driver, moves one state per member instead of three), and a batch in
+which no member fails pays nothing for the option.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
+from jaxlm import _damping
 from jaxlm._status import Status
 
 if TYPE_CHECKING:
-    from jaxlm._solver import LMState
-
-
-class Restart(NamedTuple):
-    """A member's memory for a second attempt (``LevenbergMarquardt(restart=...)``).
-
-    Attributes:
-      start: the state at x₀, as ``init`` built it, with μ₀ for the restart's damping.
-      first: the first attempt's final state (meaningful once ``attempt == 1``).
-      offset: the trial steps taken before the restart (the step limit is per attempt).
-    """
-
-    start: LMState
-    first: LMState
-    offset: jax.Array
-
+    from jaxlm._solver import LevenbergMarquardt, LMState
 
 RESTART_ON = (Status.MAX_STEPS, Status.NO_PROGRESS)
 """Failure codes after which a member with ``restart`` set is re-run from its start."""
 
 
-def restarted(new: LMState, memory: Restart) -> tuple[LMState, Restart]:
-    """The state after a step, with ``restart`` (``new`` without its memory): a first
-    attempt that has just failed (:data:`RESTART_ON`) starts again from x₀ with the
-    restart's damping; a second attempt that has just stopped keeps whichever of the
-    two final points has the lower cost (the second on a tie), with that attempt's
-    status.  Step and evaluation counts are totals over both attempts."""
-    failed = jnp.isin(new.status, jnp.asarray(RESTART_ON, jnp.int32))
-    again = (new.attempt == 0) & failed
-    counts = {"n_steps": new.n_steps, "n_fev": new.n_fev}
-    # the second attempt has stopped: compare ½‖r‖² in the caller's units (the two
-    # attempts' residual factors may differ after renormalisation)
-    done = (new.attempt == 1) & (new.status != Status.RUNNING)
-    first_better = done & (log_caller_cost(memory.first) < log_caller_cost(new))
-    core = select(again, memory.start._replace(**counts), new)
-    core = select(first_better, memory.first._replace(**counts, attempt=new.attempt), core)
-    first = select(again, new, memory.first)
-    return core, Restart(memory.start, first, jnp.where(again, new.n_steps, memory.offset))
+def needs_second(state: LMState) -> jax.Array:
+    """Which members' first attempt failed (:data:`RESTART_ON`) after at least one step
+    (with ``max_steps=0`` nothing runs, so nothing runs again)."""
+    failed = jnp.isin(state.status, jnp.asarray(RESTART_ON, jnp.int32))
+    return (state.attempt == 0) & failed & (state.n_steps > 0)
+
+
+def second_start(solver: LevenbergMarquardt, start: LMState) -> LMState:
+    """The state a second attempt starts from: ``init``'s state at x₀ with μ₀ for the
+    restart's damping, attempt 1, and its own step and evaluation counts at 0 (the
+    evaluation at x₀ is the first attempt's; the step limit is per attempt)."""
+    nd = solver.linalg.normal_diag(start.model)
+    diag = solver.damping_diag(start.scale, start.model, start.units, damping=solver.restart)
+    zero = jnp.zeros_like(start.n_steps)
+    return start._replace(
+        mu=_damping.initial_mu(solver.tau, nd, diag),
+        attempt=jnp.ones_like(start.attempt),
+        n_steps=zero,
+        n_fev=zero,
+        status=jnp.full_like(start.status, Status.RUNNING),
+    )
+
+
+def keep_better(first: LMState, second: LMState, again: jax.Array) -> LMState:
+    """For the members that tried again (``again``), whichever attempt ends at the lower
+    cost in the caller's units (the second on a tie), with that attempt's status, step
+    and evaluation counts totalled over both, attempt 1; the others keep ``first``."""
+    counts = {"n_steps": first.n_steps + second.n_steps, "n_fev": first.n_fev + second.n_fev}
+    first_better = log_caller_cost(first) < log_caller_cost(second)
+    best = select(first_better, first._replace(**counts, attempt=second.attempt), second._replace(**counts))
+    return select(again, best, first)
 
 
 def select(condition, a, b):

@@ -51,7 +51,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxlm import _check, _damping, _geodesic, _linalg, _residual, _restart, _stopping, _units
 from jaxlm._residual import Objective
-from jaxlm._restart import Restart, select
+from jaxlm._restart import select
 from jaxlm._status import Status, is_success  # noqa: F401  (is_success: re-exported)
 from jaxlm._stopping import default_tolerance  # noqa: F401  (re-exported)
 
@@ -78,8 +78,9 @@ class LMState(NamedTuple):
       n_steps: number of trial steps taken (accepted or not).
       n_fev: number of residual evaluations (each with its Jacobian).
       status: a :class:`Status` code (int32).
-      attempt: 0 on the first attempt, 1 once restarted (``restart``); int32.
-      memory: what a restart needs (:class:`Restart`), or None without ``restart``.
+      attempt: 0 on the first attempt, 1 on the second (``restart``: its damping); int32.
+        ``n_steps`` and ``n_fev`` count the current attempt until :meth:`run` (or the
+        driver) totals them over both.
     """
 
     params: Any
@@ -93,7 +94,6 @@ class LMState(NamedTuple):
     n_fev: jax.Array
     status: jax.Array
     attempt: jax.Array = None
-    memory: Any = None
 
     def caller_cost(self) -> jax.Array:
         """½‖r(params)‖² (or the Objective's cost) in the caller's units."""
@@ -117,9 +117,9 @@ class LevenbergMarquardt:
         ``"relative"``: Moré's scaling remembers the curvature of a far start for ever
         (MGH Chebyquad, Meyer), identity damping in natural units does not; with the
         restart the default solves 565 of the study's 585 runs against 553 without, and
-        every run MINPACK solves.  Members that converge on their first attempt pay
-        only for carrying their start (``LMState.memory``, two more copies of the
-        state): 3–13 % of the throughput on the benchmark suite's problems.
+        every run MINPACK solves.  The attempts are run by :meth:`run` and by the
+        batch driver (:mod:`jaxlm._restart`); :meth:`step` damps a member as its
+        ``attempt`` says, so stepping by hand runs one attempt.
       update: μ update rule, ``"nielsen"`` (default) or ``"marquardt"`` (÷10 / ×10).
       linear_solver: ``"cholesky"`` (default; of the equilibrated damped normal
         equations, cheapest, and as accurate as QR on the NIST suite) or ``"qr"`` (QR of
@@ -193,7 +193,7 @@ class LevenbergMarquardt:
             units=units._replace(residual=units.residual * factor, natural=units.natural * (factor * factor)),
         )
 
-    def _damping_diag(self, scale, model, units, attempt=None, damping=None):
+    def damping_diag(self, scale, model, units, attempt=None, damping=None):
         """D of the current attempt (the restart's damping once ``attempt == 1``)."""
         unit = jnp.square(units.params * units.residual)  # the caller's identity, normalised
         nd = self.linalg.normal_diag(model)
@@ -213,29 +213,15 @@ class LevenbergMarquardt:
         dtype = x.dtype
         n = x.shape[0]
         _, _, gtol = _stopping.tolerances(self, dtype)
-        flat_fun, user_jac_t = _residual.normalised(
-            fun, unravel, _units.identity(n, dtype), args, dtype, self.jac
-        )
-        mode = _residual.jacobian_mode(self.jac, flat_fun, x)
-        r_raw, cost_raw, jac_t_raw = _residual.linearise(flat_fun, user_jac_t, x, mode)
-        units = _units.from_start(r_raw, jac_t_raw, x)
-        r, jac_t = _units.normalise(units, r_raw, jac_t_raw)
-        if isinstance(jax.eval_shape(fun, x0, *args), Objective):
-            cost = cost_raw * units.residual * units.residual
-        else:
-            cost = 0.5 * (r @ r)
-        model = self.linalg.compress(jac_t, r)
+        ev = _residual.evaluation(fun, unravel, _units.identity(n, dtype), args, dtype, self.jac, x)
+        objective = isinstance(jax.eval_shape(fun, x0, *args), Objective)
+        units, model, cost, rr, finite_r = ev.start(self.linalg, x, objective)
         nd = self.linalg.normal_diag(model)
         scale = _damping.update_scale(None, nd)
-        mu = _damping.initial_mu(self.tau, nd, self._damping_diag(scale, model, units))
-        finite = (
-            jnp.all(jnp.isfinite(x))
-            & jnp.isfinite(cost)
-            & jnp.all(jnp.isfinite(r))
-            & jnp.all(jnp.isfinite(jac_t))
-        )
+        mu = _damping.initial_mu(self.tau, nd, self.damping_diag(scale, model, units))
+        finite = jnp.all(jnp.isfinite(x)) & jnp.isfinite(cost) & finite_r
         status = jnp.where(
-            _stopping.gtol_test(self.linalg, model, r @ r, gtol), Status.CONVERGED_GTOL, Status.RUNNING
+            _stopping.gtol_test(self.linalg, model, rr, gtol), Status.CONVERGED_GTOL, Status.RUNNING
         )
         if self.max_steps == 0:
             status = jnp.where(status == Status.RUNNING, Status.MAX_STEPS, status)
@@ -253,26 +239,19 @@ class LevenbergMarquardt:
             status=status,
             attempt=jnp.asarray(0, jnp.int32),
         )
-        if self.restart is None:
-            return state
-        diag_again = self._damping_diag(scale, model, units, damping=self.restart)
-        mu_again = _damping.initial_mu(self.tau, nd, diag_again)
-        start = state._replace(mu=mu_again, attempt=jnp.asarray(1, jnp.int32))
-        return state._replace(memory=Restart(start, state, jnp.asarray(0, jnp.int32)))
+        return state
 
     def step(self, fun: Callable, state: LMState, *args) -> LMState:
         """One trial step: propose, evaluate, accept or reject, stopping tests.  A member
         whose status is not RUNNING is returned unchanged."""
         x, unravel = ravel_pytree(state.params)
         cost, model, scale, units = state.cost, state.model, state.scale, state.units
-        flat_fun, user_jac_t = _residual.normalised(fun, unravel, units, args, x.dtype, self.jac)
         z = x / units.params  # exact: the factors are powers of two
-        mode = _residual.jacobian_mode(self.jac, flat_fun, z)
-        diag = self._damping_diag(scale, model, units, state.attempt)
-        step, ok, predicted, n_evals = self._propose(flat_fun, user_jac_t, z, state.mu, diag, model, mode)
+        ev = _residual.evaluation(fun, unravel, units, args, x.dtype, self.jac, z)
+        diag = self.damping_diag(scale, model, units, state.attempt)
+        step, ok, predicted, n_evals = self._propose(ev, z, state.mu, diag, model)
         trial = z + step
-        r_new, cost_new, jac_new = _residual.linearise(flat_fun, user_jac_t, trial, mode)
-        model_new = self.linalg.compress(jac_new, r_new)
+        model_new, cost_new, rr_new = ev.linearised(self.linalg, trial)
         finite_new = _stopping.finite_trial(trial, cost_new, model_new)
         actual = cost - cost_new
         rho = actual / predicted
@@ -285,7 +264,6 @@ class LevenbergMarquardt:
         z_sel = jnp.where(accepted, trial, z)
         cost_sel = jnp.where(accepted, cost_new, cost)
         n_steps = state.n_steps + 1
-        offset = 0 if state.memory is None else state.memory.offset
         # an informative step (see _stopping) needs a successful solve and a finite trial
         status = _stopping.status(
             self,
@@ -298,8 +276,8 @@ class LevenbergMarquardt:
             scale_new,
             model_sel,
             model_new,
-            r_new,
-            n_steps - offset,
+            rr_new,
+            n_steps,
         )
         new = self._renormalised(
             LMState(
@@ -314,25 +292,11 @@ class LevenbergMarquardt:
                 n_fev=state.n_fev + n_evals,
                 status=status.astype(jnp.int32),
                 attempt=state.attempt,
-                memory=state.memory,
             )
         )
-        return self._commit(state, new)
+        return select(state.status == Status.RUNNING, new, state)
 
-    def _commit(self, state, new):
-        """``new`` for a member that was running (after the restart's bookkeeping), else
-        ``state`` unchanged."""
-        running = state.status == Status.RUNNING
-        if self.restart is None:
-            return select(running, new, state)
-        core, memory = _restart.restarted(new._replace(memory=None), state.memory)
-        # the start never changes: it is carried, not selected
-        core = select(running, core, state._replace(memory=None))
-        old = state.memory
-        first, offset = select(running, (memory.first, memory.offset), (old.first, old.offset))
-        return core._replace(memory=Restart(state.memory.start, first, offset))
-
-    def _propose(self, flat_fun, user_jac_t, z, mu, diag, model, mode):
+    def _propose(self, ev, z, mu, diag, model):
         """The trial step from ``(A + μD) h = −g`` (one factorisation), plus half the
         geodesic acceleration when enabled; returns ``(step, ok, predicted, n_evals)``
         with ``predicted`` the reduction the linear model predicts for h,
@@ -343,9 +307,8 @@ class LevenbergMarquardt:
         predicted = 0.5 * linalg.curvature(model, h) + mu * jnp.sum(diag * h * h)
         if not self.geodesic:
             return h, ok, predicted, 1
-        d, too_large = _geodesic.acceleration(
-            linalg, self.geodesic_alpha, flat_fun, user_jac_t, z, h, factor, diag, model, mode
-        )
+        jt_rvv = ev.jt_rvv(linalg, model, z, h)
+        d, too_large = _geodesic.acceleration(linalg, self.geodesic_alpha, jt_rvv, h, factor, diag)
         # Transtrum & Sethna's rule: a finite acceleration too large against the velocity
         # means the step left the region where the quadratic path is to be trusted: reject
         # it and raise μ (such a rejection is not informative, see _stopping).  ρ is
@@ -356,8 +319,32 @@ class LevenbergMarquardt:
         return h + d, ok & ~too_large, predicted, 2
 
     def run(self, fun: Callable, x0, *args) -> LMState:
-        """``init`` then ``step`` in a ``lax.while_loop`` until every member has stopped."""
-        state = self.init(fun, x0, *args)
-        return jax.lax.while_loop(
-            lambda s: s.status == Status.RUNNING, lambda s: self.step(fun, s, *args), state
-        )
+        """``init`` then ``step`` in a ``lax.while_loop`` until every member has stopped;
+        with ``restart``, the members whose first attempt failed run the same loop again
+        from their start (:mod:`jaxlm._restart`).  The loop of steps is traced once: an
+        outer loop runs it for each attempt."""
+        start = self.init(fun, x0, *args)
+
+        def attempt(state):
+            return jax.lax.while_loop(
+                lambda s: s.status == Status.RUNNING, lambda s: self.step(fun, s, *args), state
+            )
+
+        if self.restart is None:
+            return attempt(start)
+
+        def more(carry):
+            k, _, _, again = carry
+            return (k == 0) | ((k == 1) & again)
+
+        def body(carry):
+            k, state, first, again = carry
+            final = attempt(state)
+            # after the first attempt: remember it, and who tries again from the start
+            first, again = select(k == 0, (final, _restart.needs_second(final)), (first, again))
+            second = select(again, _restart.second_start(self, start), final)
+            after = select(k == 0, second, _restart.keep_better(first, final, again))
+            return k + 1, after, first, again
+
+        carry = (jnp.asarray(0, jnp.int32), start, start, jnp.asarray(False))
+        return jax.lax.while_loop(more, body, carry)[1]

@@ -54,8 +54,8 @@ def scaled_gradient(linalg, model, cost, scale):
     return jnp.where(rnorm > 0, ratio / jnp.where(rnorm > 0, rnorm, 1), 0)
 
 
-def status(solver, t, mu, mu_new, diag, model, scale, scale_new, model_sel, model_new, r_new, n_steps):
-    """The status after a step (``t``: its :class:`Trial`).
+def status(solver, t, mu, mu_new, diag, model, scale, scale_new, model_sel, model_new, rr_new, n_steps):
+    """The status after a step (``t``: its :class:`Trial`; ``rr_new``: ‖r‖² at the trial).
 
     All tests are relative (unit free).  Only an *informative* step may count for
     ftol/xtol, so that each of them is a stationarity claim: its solve succeeded, its
@@ -89,7 +89,7 @@ def status(solver, t, mu, mu_new, diag, model, scale, scale_new, model_sel, mode
         informative & (jnp.abs(t.actual) <= ftol * t.cost) & (t.predicted <= ftol * t.cost) & (t.rho <= 2)
     )
     xtol_met = informative & (step_norm <= xtol * x_norm)
-    gtol_met = t.accepted & gtol_test(solver.linalg, model_new, r_new @ r_new, gtol)
+    gtol_met = t.accepted & gtol_test(solver.linalg, model_new, rr_new, gtol)
     eps = jnp.finfo(dtype).eps
     stuck = ~t.accepted & ((step_norm <= eps * x_norm) | ~jnp.isfinite(mu_new))
 

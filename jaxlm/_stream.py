@@ -113,6 +113,7 @@ def solve_many(solver, fun, inputs: tuple, axes: tuple, size: int, driver, prepa
 
     def solve_chunk(chunk, on_phase):
         x0, args, arg_axes, extra = prepare(_batch.merge(axes, chunk, inputs))
+        on_phase = on_phase if driver.progress else None  # without a bar: no stop to report
         state, _ = _batch.run(
             solver, fun, x0, args, arg_axes, compact=driver.compact, sharding=sharding, on_phase=on_phase
         )

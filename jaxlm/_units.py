@@ -89,9 +89,16 @@ def exponent(v: jax.Array) -> jax.Array:
 def from_start(res: jax.Array, jac_t: jax.Array, x: jax.Array) -> Units:
     """The units of a problem from its residual ``res`` (m,), transposed Jacobian
     ``jac_t`` (n, m) and flat parameters ``x`` (n,) at the start (caller's units)."""
-    dtype = res.dtype
-    e_r = exponent(jnp.max(jnp.abs(res)))
-    col_max = jnp.max(jnp.abs(jac_t), axis=1)
+    return from_extremes(jnp.max(jnp.abs(res)), jnp.max(jnp.abs(jac_t), axis=1), x)
+
+
+def from_extremes(r_max: jax.Array, col_max: jax.Array, x: jax.Array) -> Units:
+    """The units from the start's largest residual ``max|r|``, each Jacobian column's
+    largest entry ``col_max`` (n,) and the flat start ``x`` (all in the caller's units):
+    all :func:`from_start` needs, which a residual evaluated in blocks gives without
+    holding r or J."""
+    dtype = r_max.dtype
+    e_r = exponent(r_max)
     # a parameter's unit is its start's magnitude; a parameter started at 0 takes the
     # unit that puts its Jacobian column's largest entry in [½, 1) (ρ·c_j = 2^(-e_j))
     from_value = exponent(jnp.abs(x))
@@ -105,13 +112,13 @@ def from_start(res: jax.Array, jac_t: jax.Array, x: jax.Array) -> Units:
     # (below eps) also caught saturated parameters far from the data and lost MGH Box3D
     # from 100·x0 (RSS 1.2e7 instead of 0.0756); a start between the two thresholds sits
     # below the damping's floor and ends NO_PROGRESS (an honest failure).
-    negligible = seen & (from_value < from_column + jnp.finfo(res.dtype).minexp // 2)
+    negligible = seen & (from_value < from_column + jnp.finfo(dtype).minexp // 2)
     valued = valued & ~negligible
     k = jnp.where(valued, from_value, jnp.where(seen, from_column, 0))
     rho, c = power_of_two(-e_r, dtype), power_of_two(k, dtype)
     # c_j/u_j from normalised quantities (never overflows): 1/|z₀_j|, or the normalised
     # column's size over the normalised residual's, both in [½, 1) up to rounding
-    r_norm = jnp.max(jnp.abs(res)) * rho
+    r_norm = r_max * rho
     r_norm = jnp.where(jnp.isfinite(r_norm) & (r_norm > 0), r_norm, 1)
     ratio = jnp.where(
         valued, c / jnp.where(valued, jnp.abs(x), 1), jnp.where(seen, col_max * (rho * c) / r_norm, 1)

@@ -306,7 +306,8 @@ def test_fixed_parameters_shared_by_a_batch_equal_scipys_reduced_fits():
     """Shared ``fixed`` and bounds take the static change of variables (no branch per
     member at run time): the same answers as scipy on the reduced model."""
     x, ys, _ = noisy_decays(3, seed=15)
-    res = jaxlm.fit(decay, x, ys, [1.0, 1.0, 0.25], fixed=[False, False, True], bounds=([0, 0, -1], [10, 5, 1]))
+    bounds = ([0, 0, -1], [10, 5, 1])
+    res = jaxlm.fit(decay, x, ys, [1.0, 1.0, 0.25], fixed=[False, False, True], bounds=bounds)
     for i in range(3):
         ref, cov = so.curve_fit(lambda x, a, k: decay_np(x, a, k, 0.25), x, ys[i], [1.0, 1.0], **TIGHT)
         np.testing.assert_allclose(res.params[i], [*ref, 0.25], rtol=RTOL)
@@ -323,7 +324,8 @@ def test_shared_and_per_fit_bounds_and_fixed_reach_the_same_fits(dtype):
     rng = np.random.default_rng(16)
     b, m = 300, 40
     x = np.linspace(-4, 4, m)
-    true = np.stack([rng.uniform(1, 2, b), rng.uniform(-1, 1, b), rng.uniform(0.5, 1, b), rng.uniform(0, 0.3, b)], 1)
+    ranges = [(1, 2), (-1, 1), (0.5, 1), (0, 0.3)]
+    true = np.stack([rng.uniform(lo, hi, b) for lo, hi in ranges], 1)
     ys = peak_np(x, *true.T[:, :, None]) + 0.02 * rng.standard_normal((b, m))
     x, ys, p0 = x.astype(dtype), ys.astype(dtype), (true * 1.1).astype(dtype)
     lo, hi = np.array([0, -np.inf, 0.1, -np.inf]), np.array([np.inf, np.inf, 3, np.inf])

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from jaxlm import _batch, _check, _explicit, _implicit, _programs
+from jaxlm._fitting import _blocked
 from jaxlm._fitting._host import HostModel, untraceable, warn_host
 from jaxlm._fitting._inputs import prepare, resolve_model
 from jaxlm._fitting._names import n_params, param_names, read_names
@@ -210,7 +211,9 @@ def fit(
             "fit runs the batch as one vmapped program"
         )
     named = functools.partial(_named, user_fn, model)
-    if not (concrete and driver.pays(math.prod(prep.batch))):
+    if _blocked.wanted(cfg, prep.batch, prep.data, concrete) and not driver.streaming:
+        res = _blocked.fit_blocked(cfg, prep.data)  # one curve of millions of points
+    elif not (concrete and driver.pays(math.prod(prep.batch))):
         res = fit_batch(cfg, prep.batch, prep.data)
     else:
         try:

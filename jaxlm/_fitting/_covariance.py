@@ -138,12 +138,28 @@ def covariance(jac, fixed):
     rest, which leaves the free block's inverse unchanged.
     """
     m, n = jac.shape
-    norms = jnp.sqrt(jnp.sum(jac * jac, axis=0))
-    zero = norms == 0
-    scale = jnp.where(fixed | zero, 1, 1 / jnp.where(zero, 1, norms))
-    r = gram_schmidt_r(jnp.where(fixed[None, :], 0, jac * scale[None, :]), fixed)
+    scale = equilibration(jnp.sum(jac * jac, axis=0), fixed)
+    r = gram_schmidt_r(equilibrated(jac, scale, fixed), fixed)
+    return from_r(r, scale, fixed, max(m, n))
+
+
+def equilibration(squared_norms, fixed):
+    """The column scaling that gives every free, nonzero column of J unit norm (1 for
+    fixed and zero columns), from the columns' squared norms."""
+    zero = squared_norms == 0
+    return jnp.where(fixed | zero, 1, 1 / jnp.where(zero, 1, jnp.sqrt(squared_norms)))
+
+
+def equilibrated(jac, scale, fixed):
+    """J (or a block of its rows) scaled by column, fixed columns set to 0."""
+    return jnp.where(fixed[None, :], 0, jac * scale[None, :])
+
+
+def from_r(r, scale, fixed, size):
+    """``pcov`` from the triangular factor ``r`` of the equilibrated J (``size``:
+    ``max(m, n)`` of J, for the rank rule)."""
     r_inv = upper_inverse(r)
-    singular = rank_deficient(r, r_inv, max(m, n))
+    singular = rank_deficient(r, r_inv, size)
     # R⁻¹R⁻ᵀ as one broadcast product: under vmap a batch of tiny matmuls is slower
     cov = jnp.sum(r_inv[:, None, :] * r_inv[None, :, :], axis=-1) * scale[:, None] * scale[None, :]
     cov = jnp.where(singular | ~jnp.all(jnp.isfinite(cov)), jnp.inf, cov)

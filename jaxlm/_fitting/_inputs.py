@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm import _programs
 from jaxlm._fitting._host import HostModel
 from jaxlm._fitting._names import n_params, param_names
 from jaxlm._fitting._objective import ModelWithJacobian
@@ -137,11 +138,9 @@ def _read_p0(p0, fn, model, x, y, mask, lo, hi, n, dtype):
         index = {name: i for i, name in enumerate(param_names(fn, model, n))}
         named, p0 = {index[k]: (k, v) for k, v in p0.items()}, None
     if p0 is None and model is not None:
-        p0 = _inside(model.guess(x, y if mask is None else jnp.where(mask, y, jnp.nan)).astype(dtype), lo, hi)
+        p0 = _model_start(model, np.dtype(dtype), jnp.asarray(x), y, mask, lo, hi)
     elif p0 is None:
-        has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
-        middle = jnp.where(has_lo, lo + 1, jnp.where(has_hi, hi - 1, jnp.ones_like(lo)))
-        p0 = jnp.where(has_lo & has_hi, 0.5 * (lo + hi), middle)
+        p0 = _default_start(lo, hi)
     p0 = as_float("p0", p0, dtype)
     if named is not None:  # the named values over the guess or the default start
         p0 = jnp.broadcast_to(p0, batch + (n,))
@@ -170,6 +169,24 @@ def _read_p0(p0, fn, model, x, y, mask, lo, hi, n, dtype):
                 "outside of provided bounds)"
             )
     return p0
+
+
+# The starts are computed in one compiled program each: op by op, their few dozen small
+# operations would each compile a program of their own on first use (~0.3 s of a first fit).
+@_programs.program(2)
+def _model_start(model: Model, dtype, x, y, mask, lo, hi):
+    """The model's guess, masked points ignored, moved inside the bounds."""
+    y = y if mask is None else jnp.where(mask, y, jnp.nan)
+    return _inside(model.guess(x, y).astype(dtype), lo, hi)
+
+
+@jax.jit
+def _default_start(lo, hi):
+    """scipy's default start: ones, or the middle of finite bounds (one bound: one unit
+    inside it)."""
+    has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
+    middle = jnp.where(has_lo, lo + 1, jnp.where(has_hi, hi - 1, jnp.ones_like(lo)))
+    return jnp.where(has_lo & has_hi, 0.5 * (lo + hi), middle)
 
 
 def _inside(guess, lo, hi):

@@ -178,18 +178,56 @@ def finish_one(cfg: Config, u, cost, status, n_steps, n_fev, args: CurveArgs, n_
     dtype = y.dtype
     n = p0.shape[0]
     params = to_params(u, p0, lo, hi, fixed, cfg.transform)
-
     # covariance from the model's Jacobian in p at the solution
-    def r_of_p(p):
-        out = objective(cfg, p, x, y, sigma_term, valid)
-        return out.residual if isinstance(out, Objective) else out
+    jac = jnp.where(fixed[None, :], 0, jax.jacfwd(lambda p: residual_of_p(cfg, p, args))(params))
+    unscaled = covariance(jac, fixed)
+    pred = jnp.asarray(cfg.f(x, *[params[i] for i in range(n)]), dtype)
+    y_mean = jnp.sum(jnp.where(valid, y, 0)) / jnp.maximum(n_valid, 1).astype(dtype)
+    ss_res = jnp.sum(jnp.where(valid, (y - pred) ** 2, 0))
+    ss_tot = jnp.sum(jnp.where(valid, (y - y_mean) ** 2, 0))
+    nonpositive = nonpositive_start(cfg, args) if cfg.estimator == "poisson" else False
+    return result(
+        cfg, params, cost, status, n_steps, n_fev, args, n_valid, unscaled, ss_res, ss_tot, nonpositive
+    )
 
-    jac = jax.jacfwd(r_of_p)(params)
-    jac = jnp.where(fixed[None, :], 0, jac)
+
+def residual_of_p(cfg: Config, p, args: CurveArgs):
+    """The weighted residual of a curve (or of a block of its points) in the model's p."""
+    out = objective(cfg, p, args.x, args.y, args.sigma_term, args.valid)
+    return out.residual if isinstance(out, Objective) else out
+
+
+def nonpositive_start(cfg: Config, args: CurveArgs):
+    """Whether the Poisson model is negative at p0, or zero at a positive count, on a
+    point that counts (why such a member is NONFINITE: ``Status.NONPOSITIVE_MODEL``)."""
+    x, y, _, valid, p0, *_ = args
+    mu0 = jnp.asarray(cfg.f(x, *[p0[i] for i in range(p0.shape[0])])).astype(y.dtype)
+    return jnp.any(valid & ((mu0 < 0) | ((mu0 == 0) & (y > 0))))
+
+
+def result(
+    cfg: Config,
+    params,
+    cost,
+    status,
+    n_steps,
+    n_fev,
+    args: CurveArgs,
+    n_valid,
+    unscaled,
+    ss_res,
+    ss_tot,
+    nonpositive,
+):
+    """The :class:`FitResult` of one curve from its solution, ``(JᵀJ)⁻¹`` (``unscaled``) and
+    the sums of squares of R²: scipy's covariance scaling, dof, the fit layer's statuses."""
+    p0, fixed = args.p0, args.fixed
+    dtype = args.y.dtype
+    n = p0.shape[0]
     chi2 = 2 * cost
     n_free = n - jnp.sum(fixed).astype(jnp.int32)
     dof = n_valid - n_free
-    pcov = covariance(jac, fixed)
+    pcov = unscaled
     free_pair = ~(fixed[:, None] | fixed[None, :])
     if cfg.estimator == "lse" and not cfg.absolute_sigma:
         # scipy: without dof the scale χ²/dof is unknown, and every entry is +inf
@@ -197,15 +235,8 @@ def finish_one(cfg: Config, u, cost, status, n_steps, n_fev, args: CurveArgs, n_
         pcov = jnp.where(free_pair, jnp.where(dof > 0, pcov * s_sq, jnp.inf), pcov)
     pcov = jnp.where(free_pair & (dof < 0), jnp.inf, pcov)  # more free parameters than points
     perr = jnp.sqrt(jnp.diagonal(pcov))
-
     if cfg.estimator == "poisson":
-        mu0 = jnp.asarray(cfg.f(x, *[p0[i] for i in range(n)])).astype(dtype)
-        nonpositive = jnp.any(valid & ((mu0 < 0) | ((mu0 == 0) & (y > 0))))
         status = jnp.where((status == Status.NONFINITE) & nonpositive, Status.NONPOSITIVE_MODEL, status)
-    pred = jnp.asarray(cfg.f(x, *[params[i] for i in range(n)]), dtype)
-    y_mean = jnp.sum(jnp.where(valid, y, 0)) / jnp.maximum(n_valid, 1).astype(dtype)
-    ss_res = jnp.sum(jnp.where(valid, (y - pred) ** 2, 0))
-    ss_tot = jnp.sum(jnp.where(valid, (y - y_mean) ** 2, 0))
     rsquared = 1 - ss_res / jnp.maximum(ss_tot, jnp.finfo(dtype).tiny)
     no_data = n_valid == 0
     status = jnp.where(dof < 0, Status.UNDERDETERMINED, status)

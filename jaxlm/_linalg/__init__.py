@@ -52,6 +52,13 @@ class LinearSolver(Protocol):
     def compress(self, jac_t: jax.Array, res: jax.Array) -> GaussNewtonModel:
         """The n×n model of the Jacobian (given transposed, (n, m)) and the residual."""
 
+    def combine(self, a: GaussNewtonModel, b: GaussNewtonModel) -> GaussNewtonModel:
+        """The model of the points of ``a`` and of ``b`` together (a residual evaluated
+        in blocks, :mod:`jaxlm._blocks`)."""
+
+    def zero_model(self, n: int, dtype) -> GaussNewtonModel:
+        """The model of no points at all (what :meth:`combine` starts from)."""
+
     def normal_diag(self, model: GaussNewtonModel) -> jax.Array:
         """diag(JᵀJ): the squared column norms of J."""
 

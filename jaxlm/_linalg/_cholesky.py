@@ -45,6 +45,13 @@ class Cholesky:
             return GaussNewtonModel(_unrolled_gram(jac_t), _unrolled_products(jac_t, res))
         return GaussNewtonModel(jac_t @ jac_t.T, jac_t @ res)
 
+    def combine(self, a: GaussNewtonModel, b: GaussNewtonModel) -> GaussNewtonModel:
+        """The model of two sets of points together: the sums."""
+        return GaussNewtonModel(a.matrix + b.matrix, a.vector + b.vector)
+
+    def zero_model(self, n: int, dtype) -> GaussNewtonModel:
+        return GaussNewtonModel(jnp.zeros((n, n), dtype), jnp.zeros((n,), dtype))
+
     def normal_diag(self, model: GaussNewtonModel) -> jax.Array:
         return jnp.diagonal(model.matrix)
 

@@ -38,6 +38,14 @@ class QR:
         r_aug = jnp.linalg.qr(aug, mode="r")
         return GaussNewtonModel(r_aug[:n, :n], r_aug[:n, n])
 
+    def combine(self, a: GaussNewtonModel, b: GaussNewtonModel) -> GaussNewtonModel:
+        """The model of two sets of points together: the QR of ``[R_a, Qᵀr_a; R_b,
+        Qᵀr_b]`` (TSQR: each block's factor is exact, so the stacked one is)."""
+        return self.compress(jnp.concatenate([a.matrix, b.matrix]).T, jnp.concatenate([a.vector, b.vector]))
+
+    def zero_model(self, n: int, dtype) -> GaussNewtonModel:
+        return GaussNewtonModel(jnp.zeros((n, n), dtype), jnp.zeros((n,), dtype))
+
     def normal_diag(self, model: GaussNewtonModel) -> jax.Array:
         return jnp.sum(model.matrix * model.matrix, axis=0)
 
