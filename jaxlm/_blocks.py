@@ -26,18 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxlm import _geodesic, _units
+from jaxlm._batch import batched as split
+from jaxlm._batch import merge
 from jaxlm._residual import Evaluation, Objective, jacobian_mode, linearise, normalised
-
-
-def merge(axes, blocked, args):
-    """``args`` with the entries whose axis is 0 replaced, in order, by ``blocked``."""
-    it = iter(blocked)
-    return tuple(next(it) if ax == 0 else a for a, ax in zip(args, axes, strict=True))
-
-
-def split(axes, args) -> tuple:
-    """The entries of ``args`` whose axis is 0 (the blocked ones)."""
-    return tuple(a for a, ax in zip(args, axes, strict=True) if ax == 0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlm import _blocks, _programs
+from jaxlm import _batch, _blocks, _programs
 from jaxlm._fitting._covariance import equilibrated, equilibration, from_r, gram_schmidt_r
 from jaxlm._fitting._inputs import CurveData
 from jaxlm._fitting._objective import Config, FreeResidual
@@ -89,11 +89,11 @@ def _finish(
     dtype = args.y.dtype
     fixed = args.fixed
     params = to_params(u, args.p0, args.lo, args.hi, fixed, cfg.transform)
-    blocks = _blocks.split(axes, tuple(args))
+    blocks = _batch.batched(axes, tuple(args))
 
     def scan(body, init):
         return jax.lax.scan(
-            lambda c, b: (body(c, CurveArgs(*_blocks.merge(axes, b, tuple(args)))), None), init, blocks
+            lambda c, b: (body(c, CurveArgs(*_batch.merge(axes, b, tuple(args)))), None), init, blocks
         )[0]
 
     def jacobian(block):
