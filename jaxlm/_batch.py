@@ -12,7 +12,10 @@ running members: each iteration lists them (``jnp.nonzero``), gathers them in bl
 so the work of an iteration follows the number of members still running, and one
 compiled program serves the whole run, whatever the batch does.  (Stepping blocks that
 fit in the CPU's caches is also faster than stepping the whole batch at once: 10⁵
-decays in float64 run in 0.6 s instead of 1.0 s.)  Once no more than
+decays in float64 run in 0.6 s instead of 1.0 s.)  A shard of at most
+:data:`WHOLE_MAX` members is stepped whole, in place, while at least half of it runs —
+the first iterations, where most member-steps are — and in small blocks
+(:data:`TAIL_SHARE`) after.  Once no more than
 :data:`MIN_BUCKET` members have been running for :data:`PATIENCE` iterations — the
 stragglers that a plain vmapped loop would make the whole batch wait for — they are
 gathered into an active set of ``MIN_BUCKET`` (a *phase*, compiled only when a run has
@@ -67,6 +70,18 @@ iteration costs a whole block) before handing them to a phase of that size: unti
 block slots so wasted exceed this fraction of the member-steps done so far.  The last
 few members of an easy batch finish within it, so the phase — another compiled program,
 ~1 s to build — is only built for real stragglers, and at most doubles the work."""
+WHOLE_MAX = 2**14
+"""Up to this many members per CPU device, the blocked loop steps the whole shard in
+place (no gather, no scatter) while at least :data:`WHOLE_FRACTION` of it runs: a
+member-step in a block of a few hundred costs 1.5–2 times one in a batch of 10⁴, and
+the first iterations of a batch run nearly all of it.  Larger shards only run in blocks,
+which fit in the CPU's caches."""
+WHOLE_FRACTION = (1, 2)
+TAIL_SHARE = 16
+"""With whole-shard steps, blocks are about this fraction of a shard (they only carry
+the tail; blocks of 2048 for the last few hundred of 10⁴ Gaussians made a call 1.7×
+slower than stepping them in buckets)."""
+"""(numerator, denominator): the running fraction from which the whole shard is stepped."""
 PROGRESS_ITERATIONS = 8
 """With a progress callback, the blocked loop returns to the host after this many
 iterations to report."""
@@ -310,14 +325,25 @@ def _blocked(
             _, status, it, ledger, _ = carry
             return jnp.any(status == Status.RUNNING) & (it < cap) & patient(status, ledger)
 
-        def body(carry):
-            rows, status, it, ledger, executed = carry
+        def blocks(rows, status, n_running):
             running = status == Status.RUNNING
-            n_running = jnp.sum(running, dtype=jnp.int32)
             (idx,) = jnp.nonzero(running, size=size + block, fill_value=size)
             n_blocks = (n_running + block - 1) // block
             rows, status, _ = jax.lax.fori_loop(0, n_blocks, advance, (rows, status, idx))
-            slots = n_blocks * block
+            return rows, status, n_blocks * block
+
+        def whole(rows, status, n_running):
+            new = step(layout.unpack(rows), *args)  # stopped members are frozen by step
+            return layout.pack(new), new.status, jnp.asarray(size, jnp.int32)
+
+        def body(carry):
+            rows, status, it, ledger, executed = carry
+            n_running = jnp.sum(status == Status.RUNNING, dtype=jnp.int32)
+            if _whole(size, block):
+                wide = n_running * WHOLE_FRACTION[1] >= size * WHOLE_FRACTION[0]
+                rows, status, slots = jax.lax.cond(wide, whole, blocks, rows, status, n_running)
+            else:
+                rows, status, slots = blocks(rows, status, n_running)
             wasted = jnp.where(n_running <= MIN_BUCKET, slots - n_running, 0)
             ledger = ledger + jnp.stack([n_running, wasted]).astype(ledger.dtype)
             return rows, status, it + 1, ledger, executed + slots
@@ -364,7 +390,8 @@ def _scatter(sharding, state, active, idx):
 
 def _block_size(size: int, platform: str = "cpu") -> int:
     """The blocked loop's block for ``size`` members per shard: about a quarter of them
-    (a power of two), within ``[MIN_BUCKET, BLOCK]`` on a CPU.  A smaller block follows
+    (a power of two), within ``[MIN_BUCKET, BLOCK]`` on a CPU — a sixteenth where the
+    whole shard is also stepped (:func:`_whole`).  A smaller block follows
     the number of running members more closely (a partly filled block wastes its empty
     slots, which cost as much as full ones); a larger one keeps both of a CPU's cores busy
     (XLA splits only large kernels across threads: from about 1024 members a member-step
@@ -375,8 +402,17 @@ def _block_size(size: int, platform: str = "cpu") -> int:
     :data:`ACCELERATOR_BLOCK`."""
     if platform != "cpu":
         return int(min(size, ACCELERATOR_BLOCK))
-    quarter = 2 ** math.floor(math.log2(max(size // 4, 1)))
-    return int(min(max(quarter, MIN_BUCKET), BLOCK))
+    share = TAIL_SHARE if size <= WHOLE_MAX else 4
+    part = 2 ** math.floor(math.log2(max(size // share, 1)))
+    return int(min(max(part, MIN_BUCKET), BLOCK))
+
+
+def _whole(size: int, block: int) -> bool:
+    """Whether the blocked loop on shards of ``size`` also steps the whole shard in
+    place (:data:`WHOLE_MAX`): a second compiled copy of the step, worth its compile
+    time (about 1 s) on a CPU where most of a batch's member-steps come in its first
+    iterations."""
+    return block < size <= WHOLE_MAX
 
 
 def _platform(x0, sharding) -> str:
@@ -472,7 +508,7 @@ class _Attempt:
             self.counts = self._report(iters, taken, None, counts, width=self.size)
             return state
         block = _block_size(self.size, _platform(state.params, sharding))
-        self.sizes.add(block)
+        self.sizes.update({block, self.size} if _whole(self.size, block) else {block})
         # host values, every call alike (a device array on the second call only would be
         # a differently committed argument: a second compilation)
         cap = np.int32(PROGRESS_ITERATIONS if self.on_phase is not None else _check.INT32_MAX)

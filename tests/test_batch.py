@@ -45,7 +45,8 @@ def test_compaction_equals_vmap_and_follows_the_members_step_counts():
     _, stats = _batch.run(solver, decay, jnp.asarray(p0), (T, jnp.asarray(y)), (None, 0))
     steps = np.asarray(ref.n_steps)
     assert stats.needed == steps.sum()
-    assert stats.sizes[0] < 600  # blocks of running members, not the whole batch
+    # the whole batch while most of it runs, then blocks of running members
+    assert stats.sizes[:2] == (600, _batch._block_size(600)) and stats.sizes[1] < 600, stats
     plain = steps.size * steps.max()  # what one vmapped while loop executes
     assert steps.max() > 2 * np.median(steps)  # there are stragglers to handle
     assert stats.executed < 0.6 * plain
@@ -67,7 +68,7 @@ def test_stragglers_finish_in_a_phase_of_their_own_or_in_the_blocks(monkeypatch,
     if patience == 0.0:
         assert stats.sizes[-1] == _batch.MIN_BUCKET and stats.phases == 2, stats
     else:
-        assert len(stats.sizes) == 1 and stats.phases == 1, stats
+        assert stats.sizes == (600, _batch._block_size(600)) and stats.phases == 1, stats
 
 
 def test_chunks_with_a_padded_last_chunk_equal_one_call():
