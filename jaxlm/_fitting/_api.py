@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from jaxlm import _batch, _check, _explicit, _implicit, _programs
-from jaxlm._fitting import _blocked
+from jaxlm._fitting import _blocked, _buckets
 from jaxlm._fitting._host import HostModel, untraceable, warn_host
 from jaxlm._fitting._inputs import prepare, resolve_model
 from jaxlm._fitting._names import n_params, param_names, read_names
@@ -190,6 +190,12 @@ def fit(
     where = jax.default_device(jax.devices("cpu")[0]) if chunk_size is not None else contextlib.nullcontext()
     with where:
         prep = prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, options)
+    concrete = is_concrete(prep.data)
+    if not driver.streaming and not (concrete and driver.pays(math.prod(prep.batch))):
+        # one vmapped program per length bucket, the same under jit (results unchanged)
+        size = _buckets.wanted(fn, prep.data, prep.sigma_kind, prep.data.p0.shape[-1])
+        if size is not None:
+            prep = prep._replace(data=_buckets.pad(prep.data, size, prep.sigma_kind))
     cfg = Config(
         f=fn,
         estimator=estimator,
@@ -204,7 +210,6 @@ def fit(
         solver=solver,
         **cfg_options,
     )
-    concrete = is_concrete(prep.data)
     if driver.streaming and not concrete:
         raise ValueError(
             "chunk_size, progress and devices need concrete inputs; under jit/vmap/grad "

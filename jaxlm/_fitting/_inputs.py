@@ -239,7 +239,10 @@ def resolve_model(f):
 
 def as_float(name, value, dtype):
     arr = numeric(name, value)
-    out = jnp.asarray(arr).astype(dtype)
+    if isinstance(arr, np.ndarray):  # converted on the host: nothing to compile for a new shape
+        out = jax.device_put(arr.astype(np.dtype(dtype), copy=False))
+    else:
+        out = jnp.asarray(arr).astype(dtype)
     if isinstance(arr, np.ndarray) and arr.dtype != np.bool_ and arr.dtype.itemsize > out.dtype.itemsize:
         # host data narrowed (float64 → float32): a finite value must not become inf
         if np.any(np.isfinite(arr) & (np.abs(arr) > float(jnp.finfo(dtype).max))):
