@@ -2,13 +2,15 @@
 
     python benchmarks/first_call.py            # results/first_call.{json,txt}
 
-For ``least_squares_batch`` and ``fit("gaussian")``, with and without compaction, in a
-fresh Python process each (so nothing is compiled yet, and no persistent cache is on):
-the first call's time, the best of three later calls, and the XLA programs the first
-call compiled with their compile times (from ``jax.monitoring``'s compile events and
-``jax.log_compiles``).  optimistix's first call on the same batch is measured too when
-it is installed, and ``fit`` once more in a process that finds JAX's persistent
-compilation cache filled by an earlier process (``JAX_COMPILATION_CACHE_DIR``).
+For ``least_squares_batch`` and ``fit("gaussian")``, with and without compaction, and
+``curve_fit`` of one of the curves (its later calls each with a new length in the same
+length bucket: 61, 57, 50 points after 64), in a fresh Python process each (so nothing
+is compiled yet, and no persistent cache is on): the first call's time, the best of
+three later calls, the XLA programs the first call compiled with their compile times
+(from ``jax.log_compiles``), and how many the later calls compiled.  optimistix's first
+call on the same batch is measured too when it is installed, and ``fit`` once more in a
+process that finds JAX's persistent compilation cache filled by an earlier process
+(``JAX_COMPILATION_CACHE_DIR``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ CASES = [
     ("fit", True),
     ("fit", False),
     ("optimistix", None),
+    ("curve_fit", None),
 ]
 
 
@@ -64,7 +67,16 @@ def measure(kind: str, compact: bool | None) -> dict:
     def residual(p, x, y):
         return p[0] * jnp.exp(-0.5 * ((x - p[1]) / p[2]) ** 2) + p[3] - y
 
-    if kind == "least_squares_batch":
+    def gaussian(x, a, mu, sigma, c):
+        return a * jnp.exp(-0.5 * ((x - mu) / sigma) ** 2) + c
+
+    lengths = iter([64, 61, 57, 50])  # one curve; later calls: new lengths in the same bucket
+    if kind == "curve_fit":
+
+        def call():
+            m = next(lengths)
+            return jaxlm.curve_fit(gaussian, x[:m], y[0, :m], p0=p0[0])
+    elif kind == "least_squares_batch":
         call = lambda: jaxlm.least_squares_batch(residual, p0, (x, y), in_axes=(None, 0), compact=compact)  # noqa: E731
     elif kind == "fit":
         call = lambda: jaxlm.fit("gaussian", x, y, compact=compact)  # noqa: E731
@@ -85,11 +97,15 @@ def measure(kind: str, compact: bool | None) -> dict:
         t0 = time.perf_counter()
         jax.block_until_ready(call())
         first = time.perf_counter() - t0
+    n_first = len(compiles)
     later = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        jax.block_until_ready(call())
-        later.append(time.perf_counter() - t0)
+    with jax.log_compiles(True):
+        for _ in range(3):
+            t0 = time.perf_counter()
+            jax.block_until_ready(call())
+            later.append(time.perf_counter() - t0)
+    later_programs = len(compiles) - n_first
+    del compiles[n_first:]
     big = [(name, round(t, 3)) for name, t in compiles if t >= 0.05]
     return {
         "call": kind,
@@ -97,6 +113,7 @@ def measure(kind: str, compact: bool | None) -> dict:
         "first_s": first,
         "later_s": min(later),
         "programs_compiled": len(compiles),
+        "later_programs": later_programs,
         "compile_s": sum(t for _, t in compiles),
         "largest": big,
     }
@@ -142,12 +159,17 @@ def main():
     header = f"jax {jax.__version__}, {platform.machine()}, {jax.devices()[0].platform}, float32, 10⁴ fits"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "first_call.json").write_text(json.dumps({"machine": header, "rows": rows}, indent=1))
-    lines = [header, "", "| call | compact | first call | later calls | programs | XLA compile |"]
-    lines.append("|---|---|---:|---:|---:|---:|")
+    lines = [
+        header,
+        "",
+        "| call | compact | first call | later calls | programs | XLA compile | compiled by later calls |",
+    ]
+    lines.append("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
+        call = r["call"] + (" (1 curve; later: new lengths)" if r["call"] == "curve_fit" else "")
         lines.append(
-            f"| {r['call']} | {r['compact']} | {r['first_s']:.2f} s | {1e3 * r['later_s']:.0f} ms "
-            f"| {r['programs_compiled']} | {r['compile_s']:.2f} s |"
+            f"| {call} | {r['compact']} | {r['first_s']:.2f} s | {1e3 * r['later_s']:.0f} ms "
+            f"| {r['programs_compiled']} | {r['compile_s']:.2f} s | {r['later_programs']} |"
         )
     (RESULTS / "first_call.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

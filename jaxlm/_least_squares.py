@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -144,18 +145,27 @@ def validate_problem(fun, x0, args):
     leaves, treedef = jax.tree_util.tree_flatten(x0)
     if not leaves:
         raise ValueError("x0 must contain at least one parameter, got an empty pytree")
-    converted = [jnp.asarray(leaf, dtype=_param_dtype(leaf)) for leaf in leaves]
-    if sum(int(np.size(leaf)) for leaf in converted) == 0:
+    converted = [
+        leaf if isinstance(leaf, jax.ShapeDtypeStruct) else jnp.asarray(leaf, dtype=_param_dtype(leaf))
+        for leaf in leaves
+    ]
+    if sum(math.prod(leaf.shape) for leaf in converted) == 0:
         raise ValueError("x0 must contain at least one parameter, got size 0")
     x0 = jax.tree_util.tree_unflatten(treedef, converted)
-    out = jax.eval_shape(fun, x0, *args)
+    check_residuals(fun, x0, args)
+    return x0
+
+
+def check_residuals(fun, x0, args):
+    """Raise unless ``fun(x0, *args)`` traces to at least one floating-point residual
+    (the trace is kept per function and shapes: :func:`jaxlm._programs.eval_shape`)."""
+    out = _programs.eval_shape(fun, x0, *args)
     out_leaves = jax.tree_util.tree_leaves(out)
     if not out_leaves or sum(int(np.prod(o.shape)) for o in out_leaves) == 0:
         raise ValueError("fun must return at least one residual, got an empty result")
     for o in out_leaves:
         if not jnp.issubdtype(o.dtype, jnp.floating):
             raise ValueError(f"fun must return floating-point residuals, got dtype {o.dtype}")
-    return x0
 
 
 @_programs.program(4)
@@ -240,9 +250,14 @@ def least_squares_batch(
     axes = _arg_axes(in_axes, len(args))
     x0 = jax.tree_util.tree_map(_as_float_batch, x0)
     size = _batch_size(x0, args, axes)
-    member = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)  # noqa: E731
+
+    def member(tree, dtype):  # one member's shapes: nothing computed or moved to check it
+        return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a)[1:], dtype(a)), tree)
+
     validate_problem(
-        fun, member(x0), tuple(member(a) if ax == 0 else a for a, ax in zip(args, axes, strict=True))
+        fun,
+        member(x0, _param_dtype),
+        tuple(member(a, _leaf_dtype) if ax == 0 else a for a, ax in zip(args, axes, strict=True)),
     )
 
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((x0, args)))
@@ -297,6 +312,11 @@ def _param_dtype(leaf):
         if jnp.issubdtype(dtype, jnp.floating)
         else jnp.result_type(float)
     )
+
+
+def _leaf_dtype(leaf):
+    dtype = getattr(leaf, "dtype", None)
+    return np.asarray(leaf).dtype if dtype is None else dtype
 
 
 def _as_float_batch(leaf):

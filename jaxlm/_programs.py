@@ -168,3 +168,50 @@ def _value_key(value, depth):
     if isinstance(value, types.ModuleType | type | types.BuiltinFunctionType):
         return ("object", id(value), value)
     return None
+
+
+_shapes: OrderedDict = OrderedDict()
+
+
+def abstract(tree):
+    """``tree`` as ``jax.eval_shape`` sees it: each array-like leaf (numpy, JAX, a tracer)
+    as a ``jax.ShapeDtypeStruct`` of its shape, dtype and weak type; Python numbers kept.
+    None where a leaf is neither (it is then traced, never cached)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    out = []
+    for leaf in leaves:
+        if isinstance(leaf, jax.ShapeDtypeStruct | bool | int | float):
+            out.append(leaf)
+        elif hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            weak = bool(getattr(getattr(leaf, "aval", None), "weak_type", False))
+            out.append(jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype, weak_type=weak))
+        else:
+            return None
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def eval_shape(fn: Callable, *args):
+    """``jax.eval_shape(fn, *args)``, kept per function and abstract arguments (bounded
+    as the programs): a trace costs ~0.3-1 ms, which a batch of small fits called in a
+    loop pays several times per call otherwise.  Failures are not kept (each call
+    raises afresh)."""
+    abstract_args = abstract(args)
+    key = None
+    if abstract_args is not None:
+        key = (fn, abstract_args)
+        try:
+            hash(key)
+        except TypeError:
+            key = None
+    if key is not None:
+        with _lock:
+            if key in _shapes:
+                _shapes.move_to_end(key)
+                return _shapes[key]
+    out = jax.eval_shape(fn, *(args if abstract_args is None else abstract_args))
+    if key is not None:
+        with _lock:
+            _shapes[key] = out
+            while len(_shapes) > 4 * MAX_PROGRAMS:
+                _shapes.popitem(last=False)
+    return out

@@ -131,6 +131,7 @@ def normalise(units: Units, res: jax.Array, jac_t: jax.Array) -> tuple[jax.Array
     return res * units.residual, jac_t * (units.params * units.residual)[:, None]
 
 
+@jax.jit  # one dispatch when the driver calls it on a finished batch, not nine
 def caller_cost(units: Units, cost: jax.Array) -> jax.Array:
     """A normalised cost back in the caller's units, ``cost / ρ²`` (it may under- or
     overflow there: that is the true value's rounding, the fit itself is unaffected)."""

@@ -145,3 +145,57 @@ def test_functions_that_may_compute_differently_never_share_programs(monkeypatch
     monkeypatch.setitem(_line.__globals__, "_OFFSET", 1.0)
     (a,), _ = jaxlm.curve_fit(_line(), x, 2.0 * x + 1.0, p0=[1.0])
     np.testing.assert_allclose(a, 2.0, rtol=1e-10)
+
+
+def test_a_repeated_call_does_not_check_the_model_again(monkeypatch):
+    """The checks before a fit evaluate the model abstractly (its output's shape and
+    dtype, whether numpy wrote it), by ``jax.eval_shape``: ~0.3-1 ms each even when JAX
+    has the trace cached, a fifth of a call on 10^3 small fits.  Kept per function and
+    shapes, a second call with new values (same shapes) asks JAX nothing; a new shape asks
+    again; a failing check is not kept: it raises every time."""
+    calls = []
+    real = jax.eval_shape
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jax, "eval_shape", counting)
+
+    def residual(p, x, y):
+        return p[0] * jnp.exp(-p[1] * x) - y
+
+    def model(x, a, b):
+        return a * jnp.exp(-b * x)
+
+    x = np.linspace(0, 3, 20)
+    rng = np.random.default_rng(0)
+    ys = 2.0 * np.exp(-rng.uniform(0.5, 2.0, 300)[:, None] * x)
+    p0 = np.tile([1.0, 1.0], (300, 1))
+    for call in (
+        lambda x, y: jaxlm.least_squares_batch(residual, p0[: len(y)], (x, y), in_axes=(None, 0)).params,
+        lambda x, y: jaxlm.curve_fit(model, x, y[0], p0=[1.0, 1.0])[0],
+    ):
+        first = np.asarray(call(x, ys))
+        assert calls
+        calls.clear()
+        second = np.asarray(call(x, 1.5 * ys))  # new values, same shapes
+        assert calls == []
+        np.testing.assert_allclose(second[..., 0], 1.5 * first[..., 0], rtol=1e-6)
+        call(x[:15], ys[:290, :15])  # a new shape is checked
+        assert calls
+        calls.clear()
+
+    def not_real(p, x, y):
+        return (p[0] * x > y).astype(jnp.int32)
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="floating-point residuals"):
+            jaxlm.least_squares_batch(not_real, p0, (x, ys), in_axes=(None, 0))
+
+
+def test_the_kept_traces_are_bounded(monkeypatch):
+    monkeypatch.setattr(_programs, "MAX_PROGRAMS", 2)
+    for m in range(10, 30):
+        _programs.eval_shape(lambda x: x * 2, jax.ShapeDtypeStruct((m,), jnp.float32))
+    assert len(_programs._shapes) <= 4 * 2

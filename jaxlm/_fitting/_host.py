@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from jaxlm import _check
+from jaxlm import _check, _programs
 
 _UNTRACEABLE = (
     jax.errors.TracerArrayConversionError,
@@ -49,7 +49,9 @@ def untraceable(fn, x, n: int, dtype) -> str | None:
     shapes = [np.shape(x)] + ([np.shape(x)[1:]] if np.ndim(x) > 1 else [])
     for shape in shapes:
         try:
-            jax.eval_shape(fn, jax.ShapeDtypeStruct(shape, dtype), *[jax.ShapeDtypeStruct((), dtype)] * n)
+            _programs.eval_shape(
+                fn, jax.ShapeDtypeStruct(shape, dtype), *[jax.ShapeDtypeStruct((), dtype)] * n
+            )
             return None
         except _UNTRACEABLE as err:
             return type(err).__name__

@@ -288,7 +288,7 @@ def bounds_pair(bounds):
 def model_shape(fn, x, n, dtype):
     """Shape of ``f(x, *p)`` for ``x`` of this shape, or the exception that f raised."""
     try:
-        out = jax.eval_shape(
+        out = _programs.eval_shape(
             fn, jax.ShapeDtypeStruct(x.shape, x.dtype), *[jax.ShapeDtypeStruct((), dtype)] * n
         )
     except jax.errors.TracerArrayConversionError as err:
