@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 
 import jax.numpy as jnp
@@ -71,3 +72,42 @@ def test_model_recovers_true_parameters_from_its_guess(name):
     assert np.all(z < 5), (np.asarray(res.params), z)
     # and the fit is statistically sound: chi2/dof near 1 with 4·(m − n) points
     assert 0.7 < np.sum(np.asarray(res.chi2)) / np.sum(np.asarray(res.dof)) < 1.3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_guesses_baseline_is_numpys_nanpercentile(dtype):
+    """``baseline`` (every peak's guess) reads the low percentile from ``lax.top_k``
+    instead of sorting each curve: ``jnp.nanpercentile`` (which it replaces) to an ulp and
+    numpy's where that is finite, for curves with NaNs, all NaN, infinities, ties and a
+    single point.  (Infinite ranks interpolate as JAX does: numpy gives NaN there.)"""
+    import jax
+
+    from jaxlm.models._base import baseline
+
+    rng = np.random.default_rng(1)
+    for m in (1, 2, 3, 7, 64, 1000):
+        for q in (2.0, 5.0, 10.0):
+            y = rng.standard_normal((60, m)).astype(dtype)
+            y[rng.uniform(size=y.shape) < 0.3] = np.nan
+            y[:3] = np.nan
+            y[3] = np.inf
+            y[4, 0] = -np.inf
+            y[5] = np.round(y[5])
+            got = np.asarray(jax.jit(lambda y, q=q: baseline(y, q))(y))
+            want = np.asarray(jnp.nanpercentile(y, q, axis=-1))  # the sort it replaces
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # the all-NaN curves
+                ref = np.nanpercentile(y.astype(np.float64), q, axis=-1)
+            # rounding of the interpolation, relative to the values interpolated
+            tol = {
+                "rtol": 4 * np.finfo(dtype).eps,
+                "atol": 4 * np.finfo(dtype).eps * np.max(np.abs(y[np.isfinite(y)])),
+            }
+            finite = np.isfinite(ref)
+            np.testing.assert_allclose(got[finite], ref[finite], **tol)
+            assert got.dtype == dtype
+            assert np.array_equal(np.isnan(got), np.isnan(want)), (m, q)
+            finite = np.isfinite(want)
+            infinite = ~finite & ~np.isnan(want)
+            assert np.array_equal(got[infinite], want[infinite].astype(dtype))
+            np.testing.assert_allclose(got[finite], want[finite], **tol)
