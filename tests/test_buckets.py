@@ -130,7 +130,7 @@ def test_a_padded_fit_is_the_unpadded_fit(monkeypatch, dtype, case):
         _close(padded, plain, rtol=2e-4, fields=[f for f in RESULT_FIELDS if f != "status"])
 
 
-def test_curve_fit_infodict_and_a_vmapped_fit_see_the_callers_points(monkeypatch):
+def test_curve_fit_infodict_and_a_jitted_fit_see_the_callers_points(monkeypatch):
     x = np.linspace(0.0, 3.0, 37)
     y = 1.7 * np.sin(2.1 * x) + 0.05 * np.cos(13 * x)
     f = lambda x, a, w: a * jnp.sin(w * x)  # noqa: E731
@@ -172,3 +172,44 @@ def test_a_model_that_mixes_points_is_fitted_unpadded_and_right():
     want = np.linalg.lstsq(design, y, rcond=None)[0]
     np.testing.assert_allclose(np.asarray(res.params), want, rtol=1e-8)
     assert int(res.n_points) == 45 and int(res.dof) == 43
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vmap_and_grad_through_a_padded_fit(monkeypatch, dtype):
+    """Under vmap the curves are padded with jnp.pad (traced): the same fits as unpadded,
+    every member a success; the implicit gradient w.r.t. ydata has the caller's 45 points,
+    equals the unpadded one and (float64) central differences."""
+    x = np.linspace(0.0, 4.0, 45).astype(dtype)
+    rng = np.random.default_rng(5)
+    ys = np.stack([2.0 * np.exp(-r * x) + 0.5 for r in (0.8, 1.3, 2.0)])
+    ys = (ys + 0.01 * rng.standard_normal(ys.shape)).astype(dtype)
+    p0 = np.array([1.0, 1.0, 0.0], dtype)
+
+    def one(y):
+        res = jaxlm.fit("exponential", x, y, p0=p0)
+        return res.params, res.success
+
+    params, success = jax.vmap(one)(ys)
+    ref_params, ref_success = _unpadded(monkeypatch, lambda: jax.vmap(one)(ys))
+    assert np.all(np.asarray(success)) and np.all(np.asarray(ref_success))
+    rtol = 1e-10 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(np.asarray(params), np.asarray(ref_params), rtol=rtol)
+
+    rate = lambda y: one(y)[0][1]  # noqa: E731
+    grad = np.asarray(jax.grad(rate)(ys[0]))
+    ref_grad = np.asarray(_unpadded(monkeypatch, lambda: jax.grad(rate)(ys[0])))
+    assert grad.shape == (45,) and grad.dtype == dtype
+    scale = np.max(np.abs(ref_grad))
+    np.testing.assert_allclose(grad, ref_grad, rtol=rtol, atol=rtol * scale)
+    if dtype == np.float64:  # differences of fits solved far below the step (h = 1e-4)
+        tight = {"ftol": 1e-15, "xtol": 1e-15, "gtol": 1e-15}
+
+        def tight_rate(y):
+            return float(jaxlm.fit("exponential", x, y, p0=p0, **tight).params[1])
+
+        h = 1e-4
+        for i in (0, 10, 44):
+            e = np.zeros_like(ys[0])
+            e[i] = h
+            fd = (tight_rate(ys[0] + e) - tight_rate(ys[0] - e)) / (2 * h)
+            np.testing.assert_allclose(grad[i], fd, rtol=1e-5, atol=1e-6 * scale)
