@@ -200,6 +200,13 @@ def baseline(y, q=5.0):
     return jnp.where(count > 0, value, jnp.nan)
 
 
+def percentile(y, q):
+    """``jnp.nanpercentile(y, q, axis=-1)`` for ``q`` near either end (a sigmoid's or a
+    step's levels), from the few values at that end as :func:`baseline` reads them: the
+    high end as ``−baseline(−y, 100 − q)``."""
+    return baseline(y, q) if q <= 50 else -baseline(-y, 100.0 - q)
+
+
 def correlation_sign(x, y):
     xv = valid_x(x, y)
     xc = xv - jnp.nanmean(xv, -1, keepdims=True)

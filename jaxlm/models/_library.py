@@ -14,6 +14,7 @@ from jaxlm.models._base import (
     correlation_sign,
     crossing,
     fallback,
+    percentile,
     positive,
     register,
     spacing,
@@ -175,7 +176,7 @@ def _logistic(x, amplitude, center, rate, offset):
 
 
 def _logistic_guess(x, y):
-    lo, hi = jnp.nanpercentile(y, 2, axis=-1), jnp.nanpercentile(y, 98, axis=-1)
+    lo, hi = percentile(y, 2.0), percentile(y, 98.0)
     amplitude = positive(hi - lo, 1.0)
     center = crossing(x, y, 0.5 * (lo + hi))
     # for a logistic, x(75 %) − x(25 %) = 2·ln 3 / rate: count the points in between
@@ -191,7 +192,7 @@ def _hill(x, bottom, top, ec50, hill):
 
 
 def _hill_guess(x, y):
-    lo, hi = jnp.nanpercentile(y, 2, axis=-1), jnp.nanpercentile(y, 98, axis=-1)
+    lo, hi = percentile(y, 2.0), percentile(y, 98.0)
     rising = correlation_sign(x, y) > 0
     bottom, top = jnp.where(rising, lo, hi), jnp.where(rising, hi, lo)
     ec50 = positive(crossing(x, y, 0.5 * (lo + hi)), jnp.nanmedian(valid_x(x, y), -1))

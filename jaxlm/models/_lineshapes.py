@@ -36,6 +36,7 @@ from jaxlm.models._base import (
     correlation_sign,
     crossing,
     fallback,
+    percentile,
     positive,
     register,
     spacing,
@@ -117,7 +118,7 @@ def _skewed_gaussian_guess(x, y):
 
 def _levels(x, y):
     """Low and high level of a step-like curve and the sign of its rise."""
-    lo, hi = jnp.nanpercentile(y, 5.0, axis=-1), jnp.nanpercentile(y, 95.0, axis=-1)
+    lo, hi = percentile(y, 5.0), percentile(y, 95.0)
     return fallback(lo, 0.0), fallback(hi, 1.0), correlation_sign(x, y)
 
 
