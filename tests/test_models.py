@@ -77,17 +77,18 @@ def test_model_recovers_true_parameters_from_its_guess(name):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_guesses_baseline_is_numpys_nanpercentile(dtype):
     """``baseline`` (every peak's guess) reads the low percentile from ``lax.top_k``
-    instead of sorting each curve, and ``percentile`` (the sigmoids' and steps' levels)
-    the high one the same way: ``jnp.nanpercentile`` (which they replace) to an ulp and
-    numpy's where that is finite, for curves with NaNs, all NaN, infinities, ties and a
-    single point.  (Infinite ranks interpolate as JAX does: numpy gives NaN there.)"""
+    instead of sorting each curve, and ``percentile`` (the sigmoids' and steps' levels,
+    the decays' and rates' medians) the high one and the median the same way:
+    ``jnp.nanpercentile`` (which they replace) to an ulp and numpy's where that is
+    finite, for curves with NaNs, all NaN, infinities, ties and a single point.
+    (Infinite ranks interpolate as JAX does: numpy gives NaN there.)"""
     import jax
 
-    from jaxlm.models._base import baseline, percentile
+    from jaxlm.models._base import baseline, median, percentile
 
     rng = np.random.default_rng(1)
     for m in (1, 2, 3, 7, 64, 1000):
-        for q in (2.0, 5.0, 10.0, 95.0, 98.0):
+        for q in (2.0, 5.0, 10.0, 50.0, 95.0, 98.0):
             y = rng.standard_normal((60, m)).astype(dtype)
             y[rng.uniform(size=y.shape) < 0.3] = np.nan
             y[:3] = np.nan
@@ -95,8 +96,10 @@ def test_the_guesses_baseline_is_numpys_nanpercentile(dtype):
             y[4, 0] = -np.inf
             y[5] = np.round(y[5])
             got = np.asarray(jax.jit(lambda y, q=q: percentile(y, q))(y))
-            if q < 50:
+            if q <= 50:
                 assert np.array_equal(got, jax.jit(lambda y, q=q: baseline(y, q))(y), equal_nan=True)
+            if q == 50:  # the guesses' median
+                assert np.array_equal(got, jax.jit(median)(y), equal_nan=True)
             want = np.asarray(jnp.nanpercentile(y, q, axis=-1))  # the sort it replaces
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # the all-NaN curves

@@ -14,6 +14,7 @@ from jaxlm.models._base import (
     correlation_sign,
     crossing,
     fallback,
+    median,
     percentile,
     positive,
     register,
@@ -30,8 +31,8 @@ def _decay_basics(x, y):
     xv = valid_x(x, y)
     x_first = jnp.nanmin(xv, -1)
     order_late = xv >= (x_first + 0.8 * x_span(x, y))[..., None]
-    c = fallback(jnp.nanmedian(jnp.where(order_late, y, jnp.nan), -1), 0.0)
-    y_first = jnp.nanmedian(jnp.where(xv <= (x_first + 0.05 * x_span(x, y))[..., None], y, jnp.nan), -1)
+    c = fallback(median(jnp.where(order_late, y, jnp.nan)), 0.0)
+    y_first = median(jnp.where(xv <= (x_first + 0.05 * x_span(x, y))[..., None], y, jnp.nan))
     excess = fallback(y_first - c, 1.0)
     tau = positive(area(x, y, c) / excess, 0.3 * x_span(x, y))
     tau = jnp.minimum(tau, x_span(x, y))
@@ -195,7 +196,7 @@ def _hill_guess(x, y):
     lo, hi = percentile(y, 2.0), percentile(y, 98.0)
     rising = correlation_sign(x, y) > 0
     bottom, top = jnp.where(rising, lo, hi), jnp.where(rising, hi, lo)
-    ec50 = positive(crossing(x, y, 0.5 * (lo + hi)), jnp.nanmedian(valid_x(x, y), -1))
+    ec50 = positive(crossing(x, y, 0.5 * (lo + hi)), median(valid_x(x, y)))
     return stack(fallback(bottom, 0.0), fallback(top, 1.0), ec50, 1.0)
 
 
@@ -205,7 +206,7 @@ def _michaelis_menten(x, vmax, km):
 
 def _michaelis_menten_guess(x, y):
     vmax = positive(1.2 * jnp.nanmax(y, -1), 1.0)
-    km = positive(crossing(x, y, 0.5 * vmax), jnp.nanmedian(valid_x(x, y), -1))
+    km = positive(crossing(x, y, 0.5 * vmax), median(valid_x(x, y)))
     return stack(vmax, km)
 
 
@@ -223,7 +224,7 @@ def _power_law_guess(x, y):
     sxx = jnp.sum(jnp.where(ok, (lx - mx[..., None]) ** 2, 0), -1)
     sxy = jnp.sum(jnp.where(ok, (lx - mx[..., None]) * (ly - my[..., None]), 0), -1)
     b = fallback(sxy / sxx, 1.0)
-    sign = jnp.sign(jnp.nanmedian(y, -1))
+    sign = jnp.sign(median(y))
     a = fallback(jnp.where(sign == 0, 1, sign) * jnp.exp(my - b * mx), 1.0)
     return stack(a, b)
 
