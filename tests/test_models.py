@@ -121,3 +121,31 @@ def test_the_guesses_baseline_is_numpys_nanpercentile(dtype):
             infinite = ~finite & ~np.isnan(want)
             assert np.array_equal(got[infinite], want[infinite].astype(dtype))
             np.testing.assert_allclose(got[finite], want[finite], **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_safe_power_is_numpys_power_with_finite_derivatives_at_zero(dtype):
+    """The Hill, stretched-exponential and power-law models' ``b**β`` as ``exp(β·log b)``:
+    numpy's power to ``|β·log b| + 2`` ulp over bases 1e-3…1e3 and exponents 0.3…4
+    (the largest results near float32's range), 0 at b ≤ 0, and derivatives in b and β
+    that are finite at b = 0 (``d/dβ 0^β`` would be 0·log 0)."""
+    import jax
+
+    from jaxlm.models._library import _safe_power
+
+    rng = np.random.default_rng(3)
+    base = (10.0 ** rng.uniform(-3, 3, 5000)).astype(dtype)
+    beta = rng.uniform(0.3, 4.0, 5000).astype(dtype)
+    got = np.asarray(jax.jit(_safe_power)(base, beta)).astype(np.float64)
+    want = np.power(base.astype(np.float64), beta.astype(np.float64))
+    ulps = np.abs(got - want) / (want * np.finfo(dtype).eps)
+    bound = np.abs(beta.astype(np.float64) * np.log(base.astype(np.float64))) + 2
+    assert np.all(ulps <= bound), float(np.max(ulps / bound))
+    zero = np.asarray(jax.jit(_safe_power)(np.array([0.0, -1.0], dtype), np.array([1.5, 2.0], dtype)))
+    assert np.array_equal(zero, np.zeros(2, dtype))
+    d_base, d_beta = jax.grad(_safe_power, argnums=(0, 1))(dtype(0.0), dtype(1.5))
+    assert np.isfinite(d_base) and np.isfinite(d_beta) and d_beta == 0
+    # and away from 0 the derivatives are the power rule's
+    db, de = jax.grad(_safe_power, argnums=(0, 1))(dtype(2.0), dtype(1.5))
+    rule = [1.5 * 2.0**0.5, 2.0**1.5 * np.log(2.0)]
+    np.testing.assert_allclose([db, de], rule, rtol=8 * np.finfo(dtype).eps)

@@ -76,10 +76,14 @@ def _triexponential_guess(x, y):
 
 def _safe_power(base, exponent):
     """``base ** exponent`` for base ≥ 0 whose derivatives stay finite at base = 0
-    (``d/dβ 0^β = 0·log 0`` would be NaN and poison the Jacobian)."""
+    (``d/dβ 0^β = 0·log 0`` would be NaN and poison the Jacobian).  As ``exp(β·log b)``:
+    its derivatives reuse the one ``log`` and ``exp`` (``pow``'s own derivative rule
+    calls ``pow`` and ``log`` again), a third less time for a Hill model's Jacobian.
+    The relative error is about ``|β·log b|`` ulp: under 90 for any finite float32
+    result, ~10 for a Hill curve over two decades of x."""
     positive_base = base > 0
     safe = jnp.where(positive_base, base, 1)
-    return jnp.where(positive_base, safe**exponent, 0)
+    return jnp.where(positive_base, jnp.exp(exponent * jnp.log(safe)), 0)
 
 
 def _stretched_exponential(x, amplitude, tau, beta, offset):
