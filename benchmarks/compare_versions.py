@@ -65,9 +65,7 @@ def measure(tree, dtype, problem, n, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "trees", nargs="+", help="source trees holding a jaxlm/ package; the first is the base"
-    )
+    add_trees(parser)
     parser.add_argument("--problems", nargs="+", default=["gauss1d", "gpufit5", "decay"])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     parser.add_argument("--n", type=int, default=100_000)
@@ -75,11 +73,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "compare_versions.json"))
     args = parser.parse_args()
-    trees = [str(pathlib.Path(t).resolve()) for t in args.trees]
-    for t in trees:
-        if not (pathlib.Path(t) / "jaxlm" / "__init__.py").exists():
-            parser.error(f"{t} holds no jaxlm/ package")
-    labels = [_label(t) for t in trees]
+    trees, labels = read_trees(parser, args.trees)
     rows = []
     for problem in args.problems:
         for dtype in args.dtypes:
@@ -102,6 +96,23 @@ def main():
     table = _markdown(rows, labels)
     out.with_suffix(".md").write_text(table + "\n")
     print(table)
+
+
+def add_trees(parser):
+    """The positional ``trees`` argument of the scripts that compare source trees."""
+    parser.add_argument(
+        "trees", nargs="+", help="source trees holding a jaxlm/ package; the first is the base"
+    )
+
+
+def read_trees(parser, given):
+    """``(trees, labels)``: the given trees as absolute paths, each checked to hold a
+    jaxlm/ package, and their labels (short commit, "+changes" when jaxlm/ is edited)."""
+    trees = [str(pathlib.Path(t).resolve()) for t in given]
+    for t in trees:
+        if not (pathlib.Path(t) / "jaxlm" / "__init__.py").exists():
+            parser.error(f"{t} holds no jaxlm/ package")
+    return trees, [_label(t) for t in trees]
 
 
 def _label(tree):

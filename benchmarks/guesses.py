@@ -20,7 +20,7 @@ import pathlib
 import subprocess
 import sys
 
-from compare_versions import _label
+from compare_versions import add_trees, read_trees
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 MODELS = ["exponential", "logistic", "hill", "michaelis_menten", "gaussian", "step"]
@@ -92,20 +92,14 @@ def _ratio(base, r, key, is_base):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "trees", nargs="+", help="source trees holding a jaxlm/ package; the first is the base"
-    )
+    add_trees(parser)
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "guesses.json"))
     args = parser.parse_args()
-    trees = [str(pathlib.Path(t).resolve()) for t in args.trees]
-    for t in trees:
-        if not (pathlib.Path(t) / "jaxlm" / "__init__.py").exists():
-            parser.error(f"{t} holds no jaxlm/ package")
-    labels = [_label(t) for t in trees]
+    trees, labels = read_trees(parser, args.trees)
     best: dict = {}
     for _ in range(args.rounds):
         for t, lab in zip(trees, labels, strict=True):
