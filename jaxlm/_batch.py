@@ -227,7 +227,7 @@ def _init(solver: LevenbergMarquardt, fun: Callable, axes, sharding, x0, args):
     return _per_shard(local, sharding, axes, "ba", "bb")(x0, args)
 
 
-@_programs.program(4)
+@_programs.program(4, hot=True)
 def _phase(solver: LevenbergMarquardt, fun: Callable, axes, sharding, state, args, threshold):
     """Step the active set until at most ``threshold`` members run (on each shard).
     Returns the state and, per shard, the iterations run, the member-steps taken
@@ -285,7 +285,7 @@ class _Rows(NamedTuple):
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
-@_programs.program(5)
+@_programs.program(5, hot=True)
 def _blocked(
     solver: LevenbergMarquardt, fun: Callable, axes, sharding, block: int, state, args, cap, patience, ledger
 ):

@@ -168,7 +168,7 @@ def check_residuals(fun, x0, args):
             raise ValueError(f"fun must return floating-point residuals, got dtype {o.dtype}")
 
 
-@_programs.program(4)
+@_programs.program(4, hot=True)
 def _solve(solver: LevenbergMarquardt, fun: Callable, implicit_hessian, failed_grad, x0, args) -> Solution:
     # The iterations see constants only (no derivative flows through the loop); the
     # derivative of the result comes from the implicit function theorem instead.
@@ -287,7 +287,7 @@ def _solve_driven(solver, fun, axes, x0, args, size, driver):
     return _stream.solve_many(solver, fun, (x0, *args), (0, *axes), size, driver, prepare, finish)
 
 
-@_programs.program(3)
+@_programs.program(3, hot=True)
 def _solve_vmapped(solver, fun, axes, x0, args):
     solve = lambda x, *a: _solve(solver, fun, "exact", "nan", x, a)  # noqa: E731
     return jax.vmap(solve, in_axes=(0, *axes))(x0, *args)

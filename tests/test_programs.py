@@ -199,3 +199,40 @@ def test_the_kept_traces_are_bounded(monkeypatch):
     for m in range(10, 30):
         _programs.eval_shape(lambda x: x * 2, jax.ShapeDtypeStruct((m,), jnp.float32))
     assert len(_programs._shapes) <= 4 * 2
+
+
+def test_one_off_programs_and_small_loops_compile_with_the_classic_emitters(monkeypatch):
+    """On a CPU, programs that run once per call and solver loops on small arguments are
+    compiled with XLA's classic kernel emitters (a third less compile time,
+    ``benchmarks/first_call.py``); a loop on large arguments keeps XLA's defaults, and
+    under a trace the caller's program compiles everything.  Either way a fit gives the
+    same answer, scipy's."""
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    assert _programs._options_work()
+    small, large = np.zeros((100, 64)), np.zeros((2000, 64))
+    assert _programs._compile_fast(True, (small,)) and not _programs._compile_fast(True, (large,))
+    assert _programs._compile_fast(False, (large,))  # runs once: its compile time counts most
+    traced = []
+    jax.jit(lambda a: traced.append(_programs._compile_fast(False, (a,))) or a)(small)
+    assert traced == [False]
+
+    x = np.linspace(0.0, 4.0, 50)
+    y = 2.5 * np.exp(-1.3 * x) + 0.4 + 0.01 * np.random.default_rng(0).standard_normal(50)
+
+    def model(x, a, k, c):
+        return a * jnp.exp(-k * x) + c
+
+    popt, pcov = jaxlm.curve_fit(model, x, y, p0=[1.0, 1.0, 0.0])
+    kinds = {key[0].__name__: key[2] for key in _programs._cache}
+    assert kinds["fit_batch"] is True
+    with monkeypatch.context() as m:
+        m.setattr(_programs, "_compile_fast", lambda hot, args: False)
+        default = jaxlm.curve_fit(model, x, y, p0=[1.0, 1.0, 0.0])
+    assert any(key[0].__name__ == "fit_batch" and key[2] is False for key in _programs._cache)
+    np.testing.assert_allclose(popt, default[0], rtol=1e-10)
+    np.testing.assert_allclose(pcov, default[1], rtol=1e-8)
+    ref, ref_cov = scipy_optimize.curve_fit(
+        lambda x, a, k, c: a * np.exp(-k * x) + c, x, y, p0=[1.0, 1.0, 0.0], xtol=1e-14, ftol=1e-14
+    )
+    np.testing.assert_allclose(popt, ref, rtol=1e-8)
+    np.testing.assert_allclose(pcov, ref_cov, rtol=1e-6)
