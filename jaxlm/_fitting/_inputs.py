@@ -4,6 +4,7 @@ reading (shared by the fits, or one per fit)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -58,7 +59,7 @@ def prepare(fn, model, xdata, ydata, p0, sigma, bounds, mask, fixed, options) ->
         if np.any(yv[np.isfinite(yv)] < 0):
             raise ValueError("ydata: the Poisson estimator needs counts ≥ 0")
     p0 = _read_p0(p0, fn, model, x, y, mask, lo, hi, n, dtype)
-    fixed_in = jnp.zeros((n,), bool) if fixed is None else fixed
+    fixed_in = np.zeros((n,), bool) if fixed is None else fixed
     fixed = as_bool("fixed", fixed_in, [(n,), batch + (n,)])
     sigma, sigma_kind, sigma_batched = _read_sigma(sigma, m, batch, options["sigma_batched"], dtype)
     data = CurveData(x, y, p0, sigma, mask, lo, hi, fixed)
@@ -97,11 +98,11 @@ def _read_bounds(bounds, n, batch, dtype):
     lo, hi = (as_float("bounds", b, dtype) for b in bounds_pair(bounds))
     shared = None
     if lo.shape in ((), (n,)) and hi.shape in ((), (n,)):
-        shared = tuple(jnp.broadcast_to(b, (n,)) for b in (lo, hi))
+        shared = tuple(broadcast(b, (n,)) for b in (lo, hi))
     if is_concrete((lo, hi)) and (np.any(np.isnan(np.asarray(lo))) or np.any(np.isnan(np.asarray(hi)))):
         raise ValueError("bounds must not hold NaN (use -inf/inf for a parameter without a bound)")
-    lo = per_fit_shape("bounds (lower)", lo if lo.ndim else jnp.full((n,), lo), (n,), batch)
-    hi = per_fit_shape("bounds (upper)", hi if hi.ndim else jnp.full((n,), hi), (n,), batch)
+    lo = per_fit_shape("bounds (lower)", broadcast(lo, (n,)) if lo.ndim == 0 else lo, (n,), batch)
+    hi = per_fit_shape("bounds (upper)", broadcast(hi, (n,)) if hi.ndim == 0 else hi, (n,), batch)
     if is_concrete((lo, hi)) and np.any(np.asarray(lo) >= np.asarray(hi)):
         raise ValueError("bounds: each lower bound must be strictly less than its upper bound")
     return lo, hi, shared
@@ -143,7 +144,7 @@ def _read_p0(p0, fn, model, x, y, mask, lo, hi, n, dtype):
         p0 = _default_start(lo, hi)
     p0 = as_float("p0", p0, dtype)
     if named is not None:  # the named values over the guess or the default start
-        p0 = jnp.broadcast_to(p0, batch + (n,))
+        p0 = broadcast(p0, batch + (n,))
         for i, (name, value) in named.items():
             value = per_fit_shape(f"p0[{name!r}]", as_float(f"p0[{name!r}]", value, dtype), (), batch)
             p0 = p0.at[..., i].set(value)
@@ -159,7 +160,7 @@ def _read_p0(p0, fn, model, x, y, mask, lo, hi, n, dtype):
             f"p0 has shape {p0.shape}; expected ({n},) or the batch shape of ydata "
             f"{batch} followed by {n}: {batch + (n,)}"
         )
-    p0 = jnp.broadcast_to(p0, batch + (n,))
+    p0 = broadcast(p0, batch + (n,))
     if is_concrete((p0, lo, hi)):
         p, l_, h_ = np.asarray(p0), np.asarray(lo), np.asarray(hi)
         outside = (p < l_) | (p > h_)
@@ -208,7 +209,7 @@ def _read_sigma(sigma, m, batch, forced, dtype):
     sigma = as_float("sigma", sigma, dtype)
     kind, per_fit = sigma_reading(sigma.shape, m, batch, forced)
     if kind == "std" and sigma.shape in ((), (1,)):
-        sigma = jnp.broadcast_to(jnp.reshape(sigma, ()), (m,))
+        sigma = broadcast(jnp.reshape(sigma, ()), (m,))
     if kind == "std" and is_concrete(sigma):
         s = np.asarray(sigma)
         if not np.all(s > 0) or not np.all(np.isfinite(s)):
@@ -259,13 +260,28 @@ def as_bool(name, value, shapes):
         raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
     if arr.shape not in shapes:
         raise ValueError(f"{name} has shape {arr.shape}; expected {' or '.join(map(str, shapes))}")
-    return arr if arr.shape == shapes[-1] else jnp.broadcast_to(arr, shapes[-1])
+    return broadcast(arr, shapes[-1])
+
+
+HOST_BROADCAST_MAX = 2**16
+"""Up to this many elements a concrete array is broadcast on the host: each new shape of
+an eager ``jnp.broadcast_to`` compiles a program (20-30 ms, a first ``curve_fit`` paid
+two)."""
+
+
+def broadcast(arr, shape):
+    """``jnp.broadcast_to(arr, shape)``; on the host for a small concrete result."""
+    if arr.shape == tuple(shape):
+        return arr
+    if math.prod(shape) <= HOST_BROADCAST_MAX and is_concrete(arr):
+        return jax.device_put(np.broadcast_to(np.asarray(arr), shape))
+    return jnp.broadcast_to(arr, shape)
 
 
 def per_fit_shape(name, arr, inner, batch):
     """Broadcast a shared ``inner`` or a per-fit ``batch + inner`` array to batch + inner."""
     if arr.shape == inner:
-        return jnp.broadcast_to(arr, batch + inner)
+        return broadcast(arr, batch + inner)
     if arr.shape == batch + inner:
         return arr
     want = f"{inner}" + (f" or {batch + inner}" if batch else "")

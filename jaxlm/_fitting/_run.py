@@ -96,7 +96,10 @@ def fit_one(cfg: Config, data: CurveData) -> FitResult:
 
 @_programs.program(2, hot=True)
 def fit_batch(cfg: Config, batch, data: CurveData) -> FitResult:
-    """The whole batch as one vmapped program (used under JAX transformations)."""
+    """The whole batch as one vmapped program (used under JAX transformations); a single
+    curve (``batch == ()``) without vmap."""
+    if batch == ():
+        return fit_one(cfg, data)
     inputs, axes = flatten(cfg, batch, data)
     out = jax.vmap(lambda d: fit_one(cfg, d), in_axes=(axes,))(inputs)
     return jax.tree_util.tree_map(lambda a: jnp.reshape(a, batch + a.shape[1:]), out)
