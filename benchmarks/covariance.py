@@ -60,7 +60,8 @@ def main():
             outs, times = {}, {}
             for name, fn in (("jacobi", _covariance.covariance), ("lapack", lapack_covariance)):
                 batched = jax.jit(jax.vmap(fn, in_axes=(0, None)))
-                outs[name], _, times[name] = timed(lambda batched=batched: batched(jac, fixed))
+                call = lambda batched=batched, jac=jac, fixed=fixed: batched(jac, fixed)  # noqa: E731
+                outs[name], _, times[name] = timed(call)
             ref = np.asarray(outs["lapack"], np.float64)
             sd = np.sqrt(np.diagonal(ref, axis1=1, axis2=2))
             diff = np.max(

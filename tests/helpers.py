@@ -63,7 +63,10 @@ SOLVER_CONFIGS = [
 ] + [
     dict(damping="relative", update="nielsen", linear_solver=s, geodesic=g, restart=r)
     for s, g, r in (
-        ("qr", False, "more"), ("cholesky", True, "more"), ("cholesky", False, None), ("qr", True, None)
+        ("qr", False, "more"),
+        ("cholesky", True, "more"),
+        ("cholesky", False, None),
+        ("qr", True, None),
     )
 ]
 

@@ -43,7 +43,16 @@ def decay_jac(x, a, k):
 
 
 # the solver's own functions: an input error must never come from inside them
-_SOLVER_FRAMES = {"fit_one", "_solve", "_solve_vmapped", "run", "step", "prepare_one", "finish_one", "fit_batch"}
+_SOLVER_FRAMES = {
+    "fit_one",
+    "_solve",
+    "_solve_vmapped",
+    "run",
+    "step",
+    "prepare_one",
+    "finish_one",
+    "fit_batch",
+}
 
 
 def _assert_raised_by_the_checks(excinfo):

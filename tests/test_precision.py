@@ -54,7 +54,8 @@ SCRIPT = PROBLEM + textwrap.dedent(
         popt_np, _ = jaxlm.curve_fit(peak_np, t, y, p0=p0)
     out["popt_np"], out["np_dtype"] = popt_np.tolist(), str(popt_np.dtype)
     res = jaxlm.fit(peak, t, np.stack([y, y]), p0, **tight)
-    out["fit_types"] = sorted({f"{type(v).__name__}:{v.dtype}" for v in jax.tree_util.tree_leaves(res) if v.dtype.kind == "f"})
+    floats = [v for v in jax.tree_util.tree_leaves(res) if v.dtype.kind == "f"]
+    out["fit_types"] = sorted({f"{type(v).__name__}:{v.dtype}" for v in floats})
     out["fit_same"] = bool(np.allclose(res.params[0], popt, rtol=1e-12))
     driven = jaxlm.fit(peak, t, np.stack([y, y, y]), p0, chunk_size=2, **tight)  # through the driver
     out["driven_same"] = bool(np.allclose(driven.params, popt, rtol=1e-12))

@@ -121,7 +121,8 @@ def test_success_means_stationary_and_units_do_not_change_the_path(draw, scale):
     # the same function (hence the same compiled program) with unit 1: different programs
     # may round differently, which says nothing about units
     ones = jnp.ones(3, dtype)
-    base = jaxlm.least_squares(_scaled, x0.astype(dtype), (T.astype(dtype), y.astype(dtype), ones), damping=damping)
+    args = (T.astype(dtype), y.astype(dtype), ones)
+    base = jaxlm.least_squares(_scaled, x0.astype(dtype), args, damping=damping)
     yy = (y * s).astype(dtype)
     q0 = (x0.astype(dtype) * jnp.asarray([s, 1.0, s], dtype)) / unit
     sol = jaxlm.least_squares(_scaled, q0, (T.astype(dtype), yy, unit), damping=damping)

@@ -22,10 +22,12 @@ def _check(trap, sol, where, dtype):
     success = np.asarray(sol.success)
     for i in range(status.shape[0]):
         if trap.best_cost is None:
-            assert not success[i], f"{where}: {trap.name} claims {Status(int(status[i])).name} without a minimum"
+            name = Status(int(status[i])).name
+            assert not success[i], f"{where}: {trap.name} claims {name} without a minimum"
         if success[i]:
             ok, detail = stationary(trap, np.asarray(sol.params)[i], dtype)
-            assert ok, f"{where}: {trap.name} member {i} {Status(int(status[i])).name} at a non-minimum: {detail}"
+            name = Status(int(status[i])).name
+            assert ok, f"{where}: {trap.name} member {i} {name} at a non-minimum: {detail}"
     return status
 
 

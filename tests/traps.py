@@ -159,4 +159,5 @@ def stationary(trap: Trap, params, dtype) -> tuple[bool, str]:
     rnorm = np.linalg.norm(r)
     small_gradient = rnorm == 0 or not cosines.size or np.max(cosines) <= 1e-3 * rnorm
     ok = near_best and (small_gradient or cost <= 1e-10 * cost0)
-    return bool(ok), f"cost {cost:.3g} (start {cost0:.3g}), max cosine/‖r‖ {np.max(cosines, initial=0) / (rnorm or 1):.3g}"
+    worst = np.max(cosines, initial=0) / (rnorm or 1)
+    return bool(ok), f"cost {cost:.3g} (start {cost0:.3g}), max cosine/‖r‖ {worst:.3g}"

@@ -49,7 +49,8 @@ def jacobi_svd(a, active=True):
     m, n = a.shape
     dtype = a.dtype
     tol = jnp.sqrt(jnp.asarray(m, dtype)) * jnp.finfo(dtype).eps
-    pairs = jnp.asarray(np.array([(p, q) for p in range(n) for q in range(p + 1, n)], np.int32).reshape(-1, 2))
+    pairs = np.array([(p, q) for p in range(n) for q in range(p + 1, n)], np.int32).reshape(-1, 2)
+    pairs = jnp.asarray(pairs)  # indexed by the loop's counter: a traced index
 
     def rotate(i, carry):
         """One rotation, of the rows ``pairs[i]``: a loop over the pairs rather than one
