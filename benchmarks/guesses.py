@@ -1,6 +1,7 @@
 """What a built-in model's start costs: ``jaxlm.fit(name, x, y)`` (guess, solve, pcov)
-and the model's guess alone, on 10⁴ float32 curves of 100 points, for one or more source
-trees side by side (each in its own process, taking turns; best of ``--rounds``).
+and the model's guess alone, on 10⁴ curves of 100 points (float32, or ``--dtype
+float64``), for one or more source trees side by side (each in its own process, taking
+turns; best of ``--rounds``).
 
 Curves: a decay (``exponential``), a sigmoid (``logistic``), a dose response
 (``hill``), a saturating rate (``michaelis_menten``), a peak (``gaussian``) and an edge
@@ -8,8 +9,9 @@ Curves: a decay (``exponential``), a sigmoid (``logistic``), a dose response
 
     git worktree add /tmp/jaxlm-before <commit>
     python benchmarks/guesses.py /tmp/jaxlm-before .
+    python benchmarks/guesses.py /tmp/jaxlm-before . --dtype float64 --out benchmarks/results/guesses_f64.json
 
-Results: ``benchmarks/results/guesses.{json,md}``.
+Results: ``benchmarks/results/guesses.{json,md}`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ MODELS = ["exponential", "logistic", "hill", "michaelis_menten", "gaussian", "st
 
 WORKER = r"""
 import json, sys, warnings
-tree, n, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tree, n, repeats, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 sys.path.insert(0, tree)
 sys.path.insert(1, HERE)
 import jax
+jax.config.update("jax_enable_x64", dtype == "float64")  # the guess alone, called by jit
 import numpy as np
 from scipy.special import erf
 import jaxlm
@@ -48,10 +51,10 @@ clean = {
     "gaussian": 2 * np.exp(-0.5 * ((x - u(2, 3)) / 0.5) ** 2) + 0.1,
     "step": 0.5 * (1 + erf((x - u(2, 3)) / 0.4)) + 0.1,
 }
-xs = x.astype(np.float32)
+xs = x.astype(dtype)
 out = {}
-for name in sys.argv[4:]:
-    y = (clean[name] + 0.03 * rng.standard_normal((n, x.size))).astype(np.float32)
+for name in sys.argv[5:]:
+    y = (clean[name] + 0.03 * rng.standard_normal((n, x.size))).astype(dtype)
     guess = jax.jit(get(name).guess)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -63,8 +66,8 @@ print(json.dumps(out))
 """.replace("HERE", repr(str(pathlib.Path(__file__).resolve().parent)))
 
 
-def measure(tree, n, repeats, models):
-    cmd = [sys.executable, "-c", WORKER, str(tree), str(n), str(repeats), *models]
+def measure(tree, n, repeats, dtype, models):
+    cmd = [sys.executable, "-c", WORKER, str(tree), str(n), str(repeats), dtype, *models]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{tree}: {proc.stderr[-3000:]}")
@@ -95,6 +98,7 @@ def main():
     add_trees(parser)
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "guesses.json"))
@@ -103,7 +107,7 @@ def main():
     best: dict = {}
     for _ in range(args.rounds):
         for t, lab in zip(trees, labels, strict=True):
-            for name, r in measure(t, args.n, args.repeats, args.models).items():
+            for name, r in measure(t, args.n, args.repeats, args.dtype, args.models).items():
                 old = best.setdefault(name, {}).setdefault(lab, r)
                 for key in ("fit_s", "guess_s"):
                     old[key] = min(old[key], r[key])
@@ -111,9 +115,13 @@ def main():
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps({"trees": dict(zip(labels, trees, strict=True)), "n": args.n, "rows": best}, indent=1)
+        json.dumps(
+            {"trees": dict(zip(labels, trees, strict=True)), "n": args.n, "dtype": args.dtype, "rows": best},
+            indent=1,
+        )
     )
-    header = f"{args.n:,} float32 curves of 100 points, best of {args.rounds} rounds × {args.repeats} calls"
+    best_of = f"best of {args.rounds} rounds × {args.repeats} calls"
+    header = f"{args.n:,} {args.dtype} curves of 100 points, {best_of}"
     out.with_suffix(".md").write_text(f"{header}\n\n{table}\n")
     print(table)
 
