@@ -1,6 +1,8 @@
 """success ⇒ a minimum: every trap residual (tests/traps.py), in float32 and float64,
 under vmap and through the driver.  Each defect of issue 12 has its case here."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,10 +47,17 @@ def test_success_means_a_minimum(name, dtype):
     status_d = _check(trap, driven, "driver", dtype)
     assert np.asarray(driven.params).dtype == np.dtype(dtype)
 
+    # one concrete problem: its own small program (compiled with XLA's classic emitters)
+    one = jaxlm.least_squares(trap.fun, x0[0], args)
+    single = types.SimpleNamespace(
+        status=one.status[None], success=one.success[None], params=one.params[None]
+    )
+    status_s = _check(trap, single, "single", dtype)
+
     if trap.best_cost is not None and dtype == "float64":
-        # every trap with a reachable minimum is solved in float64, on both paths
-        assert np.all((status_v >= 1) & (status_v <= 3)), [Status(int(s)).name for s in status_v]
-        assert np.all((status_d >= 1) & (status_d <= 3)), [Status(int(s)).name for s in status_d]
+        # every trap with a reachable minimum is solved in float64, on every path
+        for status in (status_v, status_d, status_s):
+            assert np.all((status >= 1) & (status <= 3)), [Status(int(s)).name for s in status]
 
 
 def test_geodesic_where_idiom_is_solved_not_converged_at_start():
