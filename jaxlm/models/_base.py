@@ -212,9 +212,9 @@ def _smallest(y, k):
     if y.dtype != jnp.float64 or k > SMALLEST_BY_PASSES:
         return -jax.lax.top_k(-y, k)[0]
     picked = []
+    index = jax.lax.broadcasted_iota(jnp.int32, y.shape, y.ndim - 1)
     for _ in range(k):
-        i = jnp.argmin(y, axis=-1)[..., None]
-        index = jax.lax.broadcasted_iota(i.dtype, y.shape, y.ndim - 1)
+        i = jnp.argmin(y, axis=-1)[..., None].astype(jnp.int32)
         picked.append(jnp.take_along_axis(y, i, -1)[..., 0])
         y = jnp.where(index == i, jnp.inf, y)  # the first of equal values only
     return jnp.stack(picked, -1)
