@@ -197,11 +197,35 @@ def _hill(x, bottom, top, ec50, hill):
 
 
 def _hill_guess(x, y):
+    """Levels from the 2nd and 98th percentiles, then the Hill plot: the fraction
+    f = (y − bottom)/(top − bottom) obeys log(f/(1 − f)) = hill·(log x − log ec50), a
+    straight line fitted by least squares through the points with 0.1 < f < 0.9 and x > 0.
+    Where fewer than 3 points lie there, or the slope is not positive, the exponent
+    starts at 1 and ec50 at the x where y crosses the midpoint.  From the line, a fit of
+    10⁴ float32 curves of exponent 2 (``benchmarks/guesses.py``) takes 3 steps (median),
+    against 11 from an exponent of 1."""
     lo, hi = percentile(y, 2.0), percentile(y, 98.0)
     rising = correlation_sign(x, y) > 0
     bottom, top = jnp.where(rising, lo, hi), jnp.where(rising, hi, lo)
     ec50 = positive(crossing(x, y, 0.5 * (lo + hi)), median(valid_x(x, y)))
-    return stack(fallback(bottom, 0.0), fallback(top, 1.0), ec50, 1.0)
+    xb = broadcast_x(x, y)
+    f = (y - bottom[..., None]) / (top - bottom)[..., None]
+    ok = (f > 0.1) & (f < 0.9) & (xb > 0)  # False where f or x is NaN
+    lx = jnp.where(ok, jnp.log(jnp.where(ok, xb, 1)), 0)
+    lf = jnp.where(ok, jnp.log(jnp.where(ok, f, 0.5) / (1 - jnp.where(ok, f, 0.5))), 0)
+    count = jnp.sum(ok, -1).astype(y.dtype)
+    mx = jnp.sum(lx, -1) / jnp.maximum(count, 1)
+    mf = jnp.sum(lf, -1) / jnp.maximum(count, 1)
+    sxx = jnp.sum(jnp.where(ok, (lx - mx[..., None]) ** 2, 0), -1)
+    sxf = jnp.sum(jnp.where(ok, (lx - mx[..., None]) * (lf - mf[..., None]), 0), -1)
+    slope = sxf / jnp.where(sxx > 0, sxx, 1)
+    line = (count >= 3) & (sxx > 0) & (slope > 0) & jnp.isfinite(slope)
+    slope = jnp.where(line, slope, 1)
+    from_line = jnp.exp(mx - mf / slope)
+    line &= jnp.isfinite(from_line) & (from_line > 0)
+    return stack(
+        fallback(bottom, 0.0), fallback(top, 1.0), jnp.where(line, from_line, ec50), jnp.where(line, slope, 1)
+    )
 
 
 def _michaelis_menten(x, vmax, km):
