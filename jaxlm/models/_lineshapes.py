@@ -33,6 +33,7 @@ from jaxlm.models._base import (
     Model,
     at_max,
     baseline,
+    broadcast_x,
     correlation_sign,
     crossing,
     fallback,
@@ -137,13 +138,24 @@ def _rectangle(x, amplitude, center1, sigma1, center2, sigma2):
 
 
 def _rectangle_guess(x, y):
+    """Edges where y crosses the middle level; each edge's width from the points on its
+    side between a quarter and three quarters of the way up (an erf edge spends
+    2·erfinv(½)·sigma = 0.954·sigma of x there; half a spacing where no point does).  From
+    these widths a fit takes 5 steps (median) where it took 13 from span/50."""
     lo, hi, _ = _levels(x, y)
+    amplitude = positive(hi - lo, 1.0)
     inside = valid_x(x, y) * jnp.where(y > 0.5 * (lo + hi)[..., None], 1.0, jnp.nan)
     span = x_span(x, y)
-    width = positive(span / 50, 1.0)
     center1 = fallback(jnp.nanmin(inside, -1), jnp.nanmin(valid_x(x, y), -1) + 0.25 * span)
     center2 = fallback(jnp.nanmax(inside, -1), jnp.nanmin(valid_x(x, y), -1) + 0.75 * span)
-    return stack(positive(hi - lo, 1.0), center1, width, center2, width)
+    f = (y - lo[..., None]) / amplitude[..., None]
+    edge = (f > 0.25) & (f < 0.75)  # False where y is NaN
+    left = broadcast_x(x, y) < (0.5 * (center1 + center2))[..., None]
+    per_point = spacing(x, y) / 0.9539
+    width1 = jnp.maximum(jnp.sum(edge & left, -1).astype(y.dtype), 0.5) * per_point
+    width2 = jnp.maximum(jnp.sum(edge & ~left, -1).astype(y.dtype), 0.5) * per_point
+    default = positive(span / 50, 1.0)
+    return stack(amplitude, center1, positive(width1, default), center2, positive(width2, default))
 
 
 def _linear(x, slope, intercept):
