@@ -249,6 +249,22 @@ def crossing(x, y, level):
     return jnp.take_along_axis(broadcast_x(x, y), i[..., None], -1)[..., 0]
 
 
+def line(u, v, ok, least=3):
+    """The least-squares straight line v ≈ slope·(u − ū) + v̄ through the points where
+    ``ok``, each row its own: ``(slope, ū, v̄, determined)``.  Determined: at least
+    ``least`` points, u not all equal, a finite slope; elsewhere the slope is NaN (and
+    the means too where no point counts).  ``u`` and ``v`` may hold anything (NaN, inf)
+    where ``ok`` is False."""
+    u, v = jnp.where(ok, u, 0), jnp.where(ok, v, 0)
+    count = jnp.sum(ok, -1).astype(u.dtype)
+    mu, mv = jnp.sum(u, -1) / count, jnp.sum(v, -1) / count
+    du = jnp.where(ok, u - mu[..., None], 0)
+    suu = jnp.sum(du**2, -1)
+    slope = jnp.sum(du * (v - mv[..., None]), -1) / jnp.where(suu > 0, suu, 1)
+    determined = (count >= least) & (suu > 0) & jnp.isfinite(slope)
+    return jnp.where(determined, slope, jnp.nan), mu, mv, determined
+
+
 def stack(*columns):
     shape = jnp.broadcast_shapes(*(jnp.shape(c) for c in columns))
     return jnp.stack([jnp.broadcast_to(c, shape) for c in columns], -1)
