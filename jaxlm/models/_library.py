@@ -230,8 +230,8 @@ def _hill_guess(x, y):
     straight line fitted by least squares through the points with 0.1 < f < 0.9 and x > 0.
     Where fewer than 3 points lie there, or the slope is not positive, the exponent
     starts at 1 and ec50 at the x where y crosses the midpoint.  From the line, a fit of
-    10⁴ float32 curves of exponent 2 (``benchmarks/guesses.py``) takes 3 steps (median),
-    against 11 from an exponent of 1."""
+    the model's test case takes 5 steps (median) where it took 14 from an exponent of 1
+    (``benchmarks/guess_steps.py``)."""
     lo, hi = percentile(y, 2.0), percentile(y, 98.0)
     rising = correlation_sign(x, y) > 0
     bottom, top = jnp.where(rising, lo, hi), jnp.where(rising, hi, lo)
