@@ -249,6 +249,19 @@ def crossing(x, y, level):
     return jnp.take_along_axis(broadcast_x(x, y), i[..., None], -1)[..., 0]
 
 
+def width_above(x, y, level):
+    """The length of x over which y, joined linearly between points, lies above
+    ``level`` (…,): the peak's width at that level, not rounded to the spacing of x as a
+    count of points would be.  x in order; a segment with a NaN end adds nothing."""
+    xb = broadcast_x(x, y)
+    a, b = y[..., :-1] - level[..., None], y[..., 1:] - level[..., None]
+    both = (a > 0) & (b > 0)
+    one = (a > 0) != (b > 0)
+    one &= ~(jnp.isnan(a) | jnp.isnan(b))
+    part = jnp.where(both, 1, jnp.where(one, jnp.maximum(a, b) / jnp.where(one, jnp.abs(a - b), 1), 0))
+    return jnp.sum(part * jnp.abs(xb[..., 1:] - xb[..., :-1]), -1)
+
+
 def line(u, v, ok, least=3):
     """The least-squares straight line v ≈ slope·(u − ū) + v̄ through the points where
     ``ok``, each row its own: ``(slope, ū, v̄, determined)``.  Determined: at least
