@@ -108,8 +108,8 @@ def _moffat_guess(x, y):
     """beta and sigma from the widths at ½ and ¼ of the height: at a fraction q the
     half-width is sigma·sqrt(q^(−1/beta) − 1), so (w¼/w½)² = 2^(1/beta) + 1.  From them a
     fit of the test case takes 5 steps (median) where it took 10 from beta = 1
-    (``benchmarks/guess_steps.py``); beta = 1 and sigma = HWHM where the ratio does not
-    fit a Moffat (under 2^(1/100) + 1: flatter than a Gaussian)."""
+    (``benchmarks/guess_steps.py``); beta = 1 and sigma = HWHM where the squared ratio
+    is under 2^(1/100) + 1 (beta over 100, or a top flatter than a Gaussian's)."""
     height, center, fwhm = _peak(x, y)
     b = baseline(y)
     half = width_above(x, y, b + 0.5 * height)
