@@ -252,9 +252,9 @@ def test_the_power_law_guess_is_the_log_log_line():
 def test_the_moffat_guess_reads_beta_from_two_widths(dtype):
     """beta from the widths at ½ and ¼ of the height ((w¼/w½)² = 2^(1/beta) + 1, widths
     from y joined linearly between points): sigma and beta within 10 % on noise-free
-    Moffat profiles from beta = 0.8 to 10 (beta = 1, the old start, is 20-90 % off for
-    all but the first), with a NaN point in the tail; a rectangle-like plateau (flatter
-    than any Moffat) starts at beta = 1."""
+    Moffat profiles from beta = 0.8 to 10 (beta = 1, the old start, is 25-90 % off for
+    each), with a NaN point in the tail; a rectangle-like plateau (flatter than any
+    Moffat) starts at beta = 1."""
     import jax
 
     model = models.get("moffat")
