@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from jaxlm import _damping
+from jaxlm import _damping, _units
 from jaxlm._status import Status
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def keep_better(first: LMState, second: LMState, again: jax.Array) -> LMState:
     cost in the caller's units (the second on a tie), with that attempt's status, step
     and evaluation counts totalled over both, attempt 1; the others keep ``first``."""
     counts = {"n_steps": first.n_steps + second.n_steps, "n_fev": first.n_fev + second.n_fev}
-    first_better = log_caller_cost(first) < log_caller_cost(second)
+    first_better = lower_caller_cost(first, second)
     best = select(first_better, first._replace(**counts, attempt=second.attempt), second._replace(**counts))
     return select(again, best, first)
 
@@ -67,9 +67,25 @@ def select(condition, a, b):
     return jax.tree_util.tree_map(lambda u, v: jnp.where(condition, u, v), a, b)
 
 
-def log_caller_cost(state: LMState) -> jax.Array:
-    """log of ½‖r‖² in the caller's units, ``log C − 2 log ρ``: comparable between
-    states whose residual factors differ, without forming C/ρ² (which may overflow);
-    NaN as +inf, so that a finite cost always compares lower."""
-    value = jnp.log(state.cost) - 2 * jnp.log(state.units.residual)
-    return jnp.where(jnp.isnan(value), jnp.inf, value)
+def lower_caller_cost(a: LMState, b: LMState) -> jax.Array:
+    """Whether ``a`` ends at a lower ½‖r‖² in the caller's units than ``b``, compared
+    exactly: the two states' residual factors may differ (:mod:`jaxlm._units`), and a
+    rounded comparison (of ``log C − 2 log ρ``, say) can pick the other attempt of a
+    near tie when the data are rescaled, which breaks the bit-identical path a rescaling
+    by powers of two must give.  Each cost is split into its binary exponent and its
+    mantissa in [½, 1) (exact), the exponent moved to the caller's units (ρ is a power
+    of two), and the pairs compared in order.  A zero cost is the lowest; NaN the
+    highest (and infinity next), so that a finite cost always compares lower."""
+    (za, ea, ma), (zb, eb, mb) = _caller_key(a), _caller_key(b)
+    bad_a, bad_b = ~jnp.isfinite(a.cost), ~jnp.isfinite(b.cost)
+    lower = jnp.where(za | zb, za & ~zb, (ea < eb) | ((ea == eb) & (ma < mb)))
+    return ~bad_a & (bad_b | lower)
+
+
+def _caller_key(state: LMState):
+    """``(zero, e, m)`` with ``C/ρ² = m·2^e`` and ``m ∈ [½, 1)``, exactly (``zero``
+    for a cost of 0)."""
+    mantissa, e_cost = jnp.frexp(state.cost)
+    # ρ = 2^(e_ρ - 1) exactly, so C/ρ² = m·2^(e_cost - 2e_ρ + 2)
+    e_rho = _units.exponent(state.units.residual)
+    return state.cost == 0, e_cost.astype(e_rho.dtype) - 2 * e_rho + 2, mantissa
