@@ -103,6 +103,8 @@ def least_squares(
     _check.choice("failed_grad", failed_grad, _implicit.FAILED_GRADS)
     x0 = validate_problem(fun, x0, args)
     fun, args = hoist_closure(_programs.same_function(fun), x0, args)
+    if not _programs.traced((x0, args)):  # a problem on its own, not in a vmap
+        solver = solver.alone()
     return _solve(solver, fun, implicit_hessian, failed_grad, x0, args)
 
 

@@ -76,9 +76,9 @@ def _compile_fast(hot: bool, args) -> bool:
     """Whether to compile a program for these arguments with :data:`FAST_COMPILE`: on a
     CPU, always for a program that runs once per call, and for a solver loop (``hot``)
     whose arguments are small.  Never under a trace: the caller's program compiles it."""
-    leaves = jax.tree_util.tree_leaves(args)
-    if any(isinstance(a, jax.core.Tracer) for a in leaves):
+    if traced(args):
         return False
+    leaves = jax.tree_util.tree_leaves(args)
     arrays = [a for a in leaves if hasattr(a, "shape")]
     platforms = {d.platform for a in arrays if isinstance(a, jax.Array) for d in a.devices()}
     if (platforms or {jax.default_backend()}) != {"cpu"}:
@@ -86,6 +86,11 @@ def _compile_fast(hot: bool, args) -> bool:
     if hot and sum(math.prod(a.shape) for a in arrays) > SMALL_LOOP:
         return False
     return _options_work()
+
+
+def traced(tree) -> bool:
+    """Whether any leaf of ``tree`` is a tracer (the call is under a JAX transformation)."""
+    return any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(tree))
 
 
 def _jitted(impl: Callable, static: tuple, donate: tuple[int, ...], fast: bool = False):

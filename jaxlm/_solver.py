@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -167,10 +167,21 @@ class LevenbergMarquardt:
         set_("tau", _check.real("tau", self.tau, positive=True))
         set_("geodesic_alpha", _check.real("geodesic_alpha", self.geodesic_alpha, positive=True))
 
+    one_problem: ClassVar[bool] = False
+    """Whether this is :meth:`alone`'s form, for one problem outside any ``vmap``."""
+
     @property
     def linalg(self) -> _linalg.LinearSolver:
         """The damped linear solve of ``linear_solver`` (:mod:`jaxlm._linalg`)."""
-        return _linalg.method(self.linear_solver)
+        return _linalg.method(self.linear_solver, batched=not self.one_problem)
+
+    def alone(self) -> LevenbergMarquardt:
+        """This solver for a problem solved on its own, outside any ``vmap``: the same
+        algorithm and options, with the linear algebra's unbatched form (a smaller
+        program, the same results to rounding; the fit layer's covariance then comes
+        from LAPACK's SVD).  A distinct value, so it compiles its
+        own programs."""
+        return _Alone(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     def _renormalised(self, state):
         """The state after a step, with the residual's factor ρ raised by a power of two
@@ -348,3 +359,13 @@ class LevenbergMarquardt:
 
         carry = (jnp.asarray(0, jnp.int32), start, start, jnp.asarray(False))
         return jax.lax.while_loop(more, body, carry)[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Alone(LevenbergMarquardt):
+    """:meth:`LevenbergMarquardt.alone`'s solver."""
+
+    one_problem: ClassVar[bool] = True
+
+    def alone(self) -> LevenbergMarquardt:
+        return self

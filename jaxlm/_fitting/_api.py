@@ -219,6 +219,8 @@ def fit(
     if _blocked.wanted(cfg, prep.batch, prep.data, concrete) and not driver.streaming:
         res = _blocked.fit_blocked(cfg, prep.data)  # one curve of millions of points
     elif not (concrete and driver.pays(math.prod(prep.batch))):
+        if concrete and prep.batch == ():  # one curve on its own, not in a vmap
+            cfg = dataclasses.replace(cfg, solver=solver.alone())
         res = fit_batch(cfg, prep.batch, prep.data)
     else:
         try:

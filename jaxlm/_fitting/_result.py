@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxlm import _check
 from jaxlm._fitting import _report
-from jaxlm._fitting._covariance import covariance
+from jaxlm._fitting._covariance import covariance, covariance_svd
 from jaxlm._fitting._objective import Config, objective
 from jaxlm._fitting._transform import to_params
 from jaxlm._residual import Objective
@@ -180,7 +180,7 @@ def finish_one(cfg: Config, u, cost, status, n_steps, n_fev, args: CurveArgs, n_
     params = to_params(u, p0, lo, hi, fixed, cfg.transform)
     # covariance from the model's Jacobian in p at the solution
     jac = jnp.where(fixed[None, :], 0, jax.jacfwd(lambda p: residual_of_p(cfg, p, args))(params))
-    unscaled = covariance(jac, fixed)
+    unscaled = (covariance_svd if cfg.solver.one_problem else covariance)(jac, fixed)
     pred = jnp.asarray(cfg.f(x, *[params[i] for i in range(n)]), dtype)
     y_mean = jnp.sum(jnp.where(valid, y, 0)) / jnp.maximum(n_valid, 1).astype(dtype)
     ss_res = jnp.sum(jnp.where(valid, (y - pred) ** 2, 0))

@@ -85,12 +85,15 @@ class LinearSolver(Protocol):
 
 
 _METHODS = {"cholesky": Cholesky(), "qr": QR()}
+_ALONE = {"cholesky": Cholesky(batched=False), "qr": _METHODS["qr"]}
 LINEAR_SOLVERS = tuple(_METHODS)
 
 
-def method(name: str) -> LinearSolver:
-    """The method called ``name`` (one of :data:`LINEAR_SOLVERS`)."""
+def method(name: str, batched: bool = True) -> LinearSolver:
+    """The method called ``name`` (one of :data:`LINEAR_SOLVERS`); ``batched=False``: its
+    form for a problem solved on its own, outside any ``vmap`` (same results to
+    rounding, a smaller program)."""
     try:
-        return _METHODS[name]
+        return (_METHODS if batched else _ALONE)[name]
     except KeyError:
         raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {name!r}") from None
