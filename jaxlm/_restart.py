@@ -68,24 +68,28 @@ def select(condition, a, b):
 
 
 def lower_caller_cost(a: LMState, b: LMState) -> jax.Array:
-    """Whether ``a`` ends at a lower ½‖r‖² in the caller's units than ``b``, compared
-    exactly: the two states' residual factors may differ (:mod:`jaxlm._units`), and a
-    rounded comparison (of ``log C − 2 log ρ``, say) can pick the other attempt of a
-    near tie when the data are rescaled, which breaks the bit-identical path a rescaling
-    by powers of two must give.  Each cost is split into its binary exponent and its
-    mantissa in [½, 1) (exact), the exponent moved to the caller's units (ρ is a power
-    of two), and the pairs compared in order.  A zero cost is the lowest; NaN the
-    highest (and infinity next), so that a finite cost always compares lower."""
-    (za, ea, ma), (zb, eb, mb) = _caller_key(a), _caller_key(b)
+    """Whether ``a`` ends at a lower cost in the caller's units than ``b`` (``C/ρ²``;
+    an :class:`~jaxlm.Objective`'s cost may be negative), compared exactly: the two
+    states' residual factors may differ (:mod:`jaxlm._units`), and a rounded comparison
+    (of ``log C − 2 log ρ``, say) can pick the other attempt of a near tie when the data
+    are rescaled, which breaks the bit-identical path a rescaling by powers of two must
+    give.  Each cost is split into its binary exponent and its mantissa, ``|m|`` in
+    [½, 1) (exact), the exponent moved to the caller's units (ρ is a power of two), and
+    costs of one sign compared by (exponent, mantissa) in order.  NaN and ±inf count as
+    the highest, so that a finite cost always compares lower."""
+    (ea, ma), (eb, mb) = _caller_key(a), _caller_key(b)
+    sa, sb = jnp.sign(a.cost), jnp.sign(b.cost)
+    positive = (ea < eb) | ((ea == eb) & (ma < mb))
+    negative = (ea > eb) | ((ea == eb) & (ma < mb))  # the larger magnitude is the lower
+    same_sign = jnp.where(sa > 0, positive, jnp.where(sa < 0, negative, False))
+    lower = jnp.where(sa == sb, same_sign, sa < sb)
     bad_a, bad_b = ~jnp.isfinite(a.cost), ~jnp.isfinite(b.cost)
-    lower = jnp.where(za | zb, za & ~zb, (ea < eb) | ((ea == eb) & (ma < mb)))
     return ~bad_a & (bad_b | lower)
 
 
 def _caller_key(state: LMState):
-    """``(zero, e, m)`` with ``C/ρ² = m·2^e`` and ``m ∈ [½, 1)``, exactly (``zero``
-    for a cost of 0)."""
+    """``(e, m)`` with ``C/ρ² = m·2^e`` and ``|m| ∈ [½, 1)`` (0 for a cost of 0), exactly."""
     mantissa, e_cost = jnp.frexp(state.cost)
     # ρ = 2^(e_ρ - 1) exactly, so C/ρ² = m·2^(e_cost - 2e_ρ + 2)
     e_rho = _units.exponent(state.units.residual)
-    return state.cost == 0, e_cost.astype(e_rho.dtype) - 2 * e_rho + 2, mantissa
+    return e_cost.astype(e_rho.dtype) - 2 * e_rho + 2, mantissa

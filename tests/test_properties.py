@@ -177,7 +177,7 @@ def test_the_better_attempt_does_not_depend_on_the_data_scale(dtype):
 def test_the_attempts_costs_are_compared_exactly(dtype):
     """``_restart.lower_caller_cost`` orders ½‖r‖² in the caller's units (C/ρ²) as exact
     rational arithmetic does, for costs a few ulps apart under residual factors ρ
-    from 2^-60 to 2^60, zero and non-finite costs included."""
+    from 2^-60 to 2^60, negative, zero and non-finite costs included."""
     from fractions import Fraction
 
     from jaxlm import _restart, _units
@@ -193,9 +193,12 @@ def test_the_attempts_costs_are_compared_exactly(dtype):
     e_a, e_b = rng.integers(-60, 61, n), rng.integers(-60, 61, n)
     e_b = np.where(rng.random(n) < 0.5, e_a, e_b)  # half of them under the same factor
     # the same caller cost written under two factors, then nudged by a few ulps
-    cost_a = base * dtype(2.0) ** (2 * e_a).astype(dtype)
-    cost_b = near * dtype(2.0) ** (2 * e_b).astype(dtype)
-    cost_a[:3], cost_b[:3] = [0.0, 1.0, np.nan], [1.0, np.inf, np.inf]
+    # an Objective's cost may be negative: a third of the pairs, and a few of mixed sign
+    sign_a = np.where(rng.random(n) < 0.33, -1.0, 1.0).astype(dtype)
+    sign_b = np.where(rng.random(n) < 0.05, -sign_a, sign_a)
+    cost_a = sign_a * base * dtype(2.0) ** (2 * e_a).astype(dtype)
+    cost_b = sign_b * near * dtype(2.0) ** (2 * e_b).astype(dtype)
+    cost_a[:5], cost_b[:5] = [0.0, 1.0, np.nan, 0.0, -1.0], [1.0, np.inf, np.inf, -1.0, -np.inf]
 
     def state(cost, e):
         units = _units.Units(jnp.asarray(2.0**e, dtype), jnp.ones((n, 1), dtype), jnp.ones((n, 1), dtype))
