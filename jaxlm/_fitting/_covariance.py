@@ -172,7 +172,13 @@ def from_r(r, scale, fixed, size):
     r_inv = upper_inverse(r)
     singular = rank_deficient(r, r_inv, size)
     # R⁻¹R⁻ᵀ as one broadcast product: under vmap a batch of tiny matmuls is slower
-    cov = jnp.sum(r_inv[:, None, :] * r_inv[None, :, :], axis=-1) * scale[:, None] * scale[None, :]
+    return _finished(jnp.sum(r_inv[:, None, :] * r_inv[None, :, :], axis=-1), scale, fixed, singular)
+
+
+def _finished(inverse, scale, fixed, singular):
+    """pcov from the equilibrated problem's inverse: scaled back, ``inf`` when rank
+    deficient or not finite, 0 in the fixed rows and columns."""
+    cov = inverse * scale[:, None] * scale[None, :]
     cov = jnp.where(singular | ~jnp.all(jnp.isfinite(cov)), jnp.inf, cov)
     return jnp.where(fixed[:, None] | fixed[None, :], 0, cov)
 
@@ -192,9 +198,7 @@ def covariance_svd(jac, fixed):
     _, s, vt = jnp.linalg.svd(aug, full_matrices=False)
     eps = jnp.finfo(jac.dtype).eps
     singular = ~(jnp.min(s) > eps * max(m, n) * jnp.max(s))  # also when s is not finite
-    cov = (vt.T / (s * s)[None, :]) @ vt * scale[:, None] * scale[None, :]
-    cov = jnp.where(singular | ~jnp.all(jnp.isfinite(cov)), jnp.inf, cov)
-    return jnp.where(fixed[:, None] | fixed[None, :], 0, cov)
+    return _finished((vt.T / (s * s)[None, :]) @ vt, scale, fixed, singular)
 
 
 @covariance.defjvp
