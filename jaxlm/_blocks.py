@@ -101,24 +101,22 @@ class BlockedEvaluation(Evaluation):
         r_max, col_max = self._scan(self.units, extremes, (zero, jnp.zeros((n,), dtype)))
         units = _units.from_extremes(r_max, col_max, x)
         # a second pass, in the units just fixed (x / c is exact: powers of two)
-        model, cost, rr, finite = self._linearised(linalg, units, x / units.params, with_finite=True)
-        return units, model, cost, rr, finite
+        model, cost, rr = self._linearised(linalg, units, x / units.params)
+        return units, model, cost, rr
 
     def linearised(self, linalg, z):
-        return self._linearised(linalg, self.units, z)[:3]
+        return self._linearised(linalg, self.units, z)
 
-    def _linearised(self, linalg, units, z, with_finite=False):
+    def _linearised(self, linalg, units, z):
         n, dtype = z.shape[0], z.dtype
 
         def accumulate(carry, flat_fun, user_jac_t):
-            model, cost, rr, finite = carry
+            model, cost, rr = carry
             r, c, jac_t = linearise(flat_fun, user_jac_t, z, self.mode)
-            if with_finite:
-                finite = finite & jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(jac_t))
-            return linalg.combine(model, linalg.compress(jac_t, r)), cost + c, rr + r @ r, finite
+            return linalg.combine(model, linalg.compress(jac_t, r)), cost + c, rr + r @ r
 
         zero = jnp.zeros((), dtype)
-        return self._scan(units, accumulate, (linalg.zero_model(n, dtype), zero, zero, jnp.asarray(True)))
+        return self._scan(units, accumulate, (linalg.zero_model(n, dtype), zero, zero))
 
     def jt_rvv(self, linalg, model, z, h):
         def accumulate(total, flat_fun, user_jac_t):

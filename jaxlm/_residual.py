@@ -121,15 +121,12 @@ class Evaluation:
 
     def start(self, linalg, x, objective: bool):
         """At the start ``x`` (this evaluation in the caller's units, ``units`` = 1): the
-        normalised units fixed there, and the model, cost, ‖r‖² and whether r and J are
-        finite, in those units."""
+        normalised units fixed there, and the model, cost and ‖r‖² in those units."""
         r_raw, cost_raw, jac_t_raw = linearise(self.flat_fun, self.user_jac_t, x, self.mode)
         units = _units.from_start(r_raw, jac_t_raw, x)
         r, jac_t = _units.normalise(units, r_raw, jac_t_raw)
         cost = cost_raw * units.residual * units.residual if objective else 0.5 * (r @ r)
-        model = linalg.compress(jac_t, r)
-        finite = jnp.all(jnp.isfinite(r)) & jnp.all(jnp.isfinite(jac_t))
-        return units, model, cost, r @ r, finite
+        return units, linalg.compress(jac_t, r), cost, r @ r
 
     def linearised(self, linalg, z):
         """``(model, cost, ‖r‖²)`` at ``z`` (normalised units), one evaluation."""

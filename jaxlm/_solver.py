@@ -225,11 +225,12 @@ class LevenbergMarquardt:
         _, _, gtol = _stopping.tolerances(self, dtype)
         ev = _residual.evaluation(fun, unravel, _units.identity(n, dtype), args, dtype, self.jac, x)
         objective = isinstance(jax.eval_shape(fun, x0, *args), Objective)
-        units, model, cost, rr, finite_r = ev.start(self.linalg, x, objective)
+        units, model, cost, rr = ev.start(self.linalg, x, objective)
         nd = self.linalg.normal_diag(model)
         scale = _damping.update_scale(None, nd)
         mu = _damping.initial_mu(self.tau, nd, self.damping_diag(scale, model, units))
-        finite = jnp.all(jnp.isfinite(x)) & jnp.isfinite(cost) & finite_r
+        # r and J judged through the model, as at every trial point (finite_model)
+        finite = jnp.all(jnp.isfinite(x)) & jnp.isfinite(cost) & _stopping.finite_model(model)
         status = jnp.where(
             _stopping.gtol_test(self.linalg, model, rr, gtol), Status.CONVERGED_GTOL, Status.RUNNING
         )

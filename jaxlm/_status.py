@@ -31,7 +31,7 @@ class Status(enum.IntEnum):
     """The step limit was reached before any convergence test was met."""
     NONFINITE = 5
     """The start, the residual, its cost ½‖r‖² or the Jacobian at the start is not
-    finite (NaN/inf)."""
+    finite (NaN/inf), or JᵀJ overflows there (no step could use it)."""
     NO_PROGRESS = 6
     """Steps keep failing although the step is already at machine precision (or μ
     overflowed): no further reduction is possible, but no stationarity test was met —

@@ -114,21 +114,25 @@ class Trial(NamedTuple):
     solved_finite: jax.Array  # the solve succeeded and the trial point is finite
 
 
+def finite_model(model):
+    """Whether the residual and Jacobian behind ``model`` are finite, judged through the
+    n×n model (JᵀJ and Jᵀr, or R and Qᵀr): it holds a NaN or an inf wherever r or J does
+    (0·NaN and 0·inf are NaN), at a cost of O(n²) instead of two more passes over the
+    m×n Jacobian of every member (a quarter of a step's time on a batch of 100-point
+    decays).  It also fails a JᵀJ that overflows, which no step could use.  (Not from
+    ``max|J|``: XLA's CPU reductions to a maximum drop NaNs on large arrays.)"""
+    return jnp.all(jnp.isfinite(model.matrix)) & jnp.all(jnp.isfinite(model.vector))
+
+
 def finite_trial(trial, cost_new, model_new):
     """Whether a trial point can be compared at all: point, residual, cost and Jacobian
-    finite, and the cost not (nearly) underflowed — a residual that fell by about the
-    dtype's range below the start's counts as non-finite, unless it is zero.
-
-    The residual and Jacobian are judged through the n×n model (JᵀJ and Jᵀr, or R and
-    Qᵀr), which holds a NaN or an inf wherever r or J does (0·NaN and 0·inf are NaN), at
-    a cost of O(n²) instead of two more passes over the m×n Jacobian of every member (a
-    quarter of a step's time on a batch of 100-point decays); it also rejects a JᵀJ that
-    overflows, which no step could use."""
+    finite (:func:`finite_model`), and the cost not (nearly) underflowed — a residual
+    that fell by about the dtype's range below the start's counts as non-finite, unless
+    it is zero."""
     eps = jnp.finfo(cost_new.dtype).eps
     return (
         jnp.all(jnp.isfinite(trial))
         & jnp.isfinite(cost_new)
-        & jnp.all(jnp.isfinite(model_new.matrix))
-        & jnp.all(jnp.isfinite(model_new.vector))
+        & finite_model(model_new)
         & ((cost_new >= jnp.finfo(cost_new.dtype).tiny / eps) | (cost_new == 0))
     )

@@ -229,6 +229,47 @@ def test_nonfinite_model_value_at_start():
     assert int(sol.status) == Status.NONFINITE
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_start_whose_jacobian_is_nan_or_whose_normal_matrix_overflows_is_nonfinite(dtype):
+    """r finite at the start but J not (√(b²) at b = 0 has the derivative 0/0), or J
+    finite but JᵀJ overflowing (k moves the relative residual by ~1e20 in float32, ~1e160
+    in float64): NONFINITE alone, under vmap and through the driver, in a batch large
+    enough that XLA's CPU reductions to a maximum drop NaNs (so max|J| could not tell),
+    and every other member's fit is the one it has without the bad members, bit for bit."""
+    big = 1e20 if dtype == np.float32 else 1e160
+    t = np.linspace(0.5, 1.5, 64).astype(dtype)
+
+    def fun(p, t, y, s):  # p = (a, b, k); s scales k's effect
+        return p[0] * jnp.exp(-s * (p[2] - 1)) * t + jnp.sqrt(p[1] * p[1]) - y
+
+    n = 4096
+    rng = np.random.default_rng(0)
+    y = (rng.uniform(1, 2, (n, 1)) * t + 0.5 + 0.01 * rng.standard_normal((n, 64))).astype(dtype)
+    x0 = np.tile(np.array([1.0, 0.4, 1.0], dtype), (n, 1))
+    scale = np.ones(n, dtype)
+    nan_j, huge = np.arange(3, n, 97), np.arange(5, n, 89)
+    bad_x0, bad_scale = x0.copy(), scale.copy()
+    bad_x0[nan_j, 1] = 0.0
+    bad_scale[huge] = big
+    bad = np.union1d(nan_j, huge)
+    ok = np.setdiff1d(np.arange(n), bad)
+
+    vmapped = jax.jit(jax.vmap(lambda p, yy, s: jaxlm.least_squares(fun, p, (t, yy, s))))
+    mixed = vmapped(bad_x0, y, bad_scale)
+    driven = jaxlm.least_squares_batch(fun, bad_x0, (t, y, bad_scale), in_axes=(None, 0, 0))
+    for sol in (mixed, driven):
+        assert np.all(np.asarray(sol.status)[bad] == Status.NONFINITE), np.unique(np.asarray(sol.status)[bad])
+        np.testing.assert_array_equal(np.asarray(sol.params)[bad], bad_x0[bad])  # the start, kept
+    for i in (nan_j[0], huge[0]):
+        alone = jaxlm.least_squares(fun, bad_x0[i], (t, y[i], bad_scale[i]))
+        assert int(alone.status) == Status.NONFINITE
+    clean = vmapped(x0, y, scale)
+    assert np.all(np.asarray(clean.success)[ok])
+    for field in ("params", "cost", "status", "n_steps"):
+        got, want = np.asarray(getattr(mixed, field)), np.asarray(getattr(clean, field))
+        np.testing.assert_array_equal(got[ok], want[ok])
+
+
 def test_trial_points_outside_the_domain_are_rejected_not_fatal():
     # log(p) is NaN for p < 0: a full Gauss–Newton step from near 0 overshoots into it
     sol = jaxlm.least_squares(lambda p: jnp.log(p) - jnp.array([3.0, -3.0]), jnp.array([1e-3, 5.0]))
