@@ -84,6 +84,48 @@ def test_a_blocked_residual_batches_under_vmap():
         np.testing.assert_allclose(batch.params[i], alone.params, rtol=1e-10)
 
 
+def _root_decay(p, t, y):  # √(c²) at c = 0: r finite, its derivative 0/0 = NaN
+    return p[0] * jnp.exp(-p[1] * t) + jnp.sqrt(p[2] * p[2]) - y
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["nan_data", "nan_jacobian", "overflowing_normal_matrix"])
+def test_a_blocked_start_that_is_not_finite_is_nonfinite_as_unblocked(dtype, case):
+    """The start's finiteness comes from the accumulated n×n model (JᵀJ holds a NaN or an
+    inf wherever any block's r or J does): NaN data in one block, a NaN Jacobian column, or
+    a JᵀJ that overflows end NONFINITE at the start, blocked and unblocked, alone and under
+    vmap beside a good problem, which is solved as on its own."""
+    t, y = _data(4000, dtype)
+    x0 = np.asarray([1.0, 0.5, 0.4], dtype)
+    fun = _root_decay
+    if case == "nan_data":
+        y_bad = y.copy()
+        y_bad[2345] = np.nan  # in the fifth of eight blocks
+        x_bad = x0
+    elif case == "nan_jacobian":
+        y_bad, x_bad = y, np.asarray([1.0, 0.5, 0.0], dtype)
+    else:
+        big = 1e20 if dtype == np.float32 else 1e160
+        y_bad, x_bad = y, x0
+        fun = lambda p, t, y: _root_decay(p, t, y) + (p[2] - 0.4) * big  # noqa: E731
+    blocked = Blocked(fun, (0, 0))
+    blocks = lambda a: jnp.asarray(a).reshape(8, 500)  # noqa: E731
+    for sol in (
+        jaxlm.least_squares(fun, jnp.asarray(x_bad), (jnp.asarray(t), jnp.asarray(y_bad))),
+        jaxlm.least_squares(blocked, jnp.asarray(x_bad), (blocks(t), blocks(y_bad))),
+    ):
+        assert int(sol.status) == jaxlm.Status.NONFINITE
+        np.testing.assert_array_equal(np.asarray(sol.params), x_bad)
+    both = jax.vmap(lambda p, y: jaxlm.least_squares(blocked, p, (blocks(t), y)))(
+        jnp.asarray(np.stack([x_bad, x0])), jnp.stack([blocks(y_bad), blocks(y)])
+    )
+    good = jaxlm.least_squares(blocked, jnp.asarray(x0), (blocks(t), blocks(y)))
+    assert int(both.status[0]) == jaxlm.Status.NONFINITE
+    if case != "overflowing_normal_matrix":  # there the good problem's k is huge too
+        assert bool(good.success)
+        np.testing.assert_allclose(both.params[1], good.params, rtol=RTOL[dtype])
+
+
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Fits of ≥ 3000 points go through the blocked path, in blocks of 1024 (so the last

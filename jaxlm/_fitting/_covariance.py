@@ -197,7 +197,8 @@ def covariance_svd(jac, fixed):
     aug = jnp.concatenate([equilibrated(jac, scale, fixed), jnp.diag(fixed.astype(jac.dtype))])
     _, s, vt = jnp.linalg.svd(aug, full_matrices=False)
     eps = jnp.finfo(jac.dtype).eps
-    singular = ~(jnp.min(s) > eps * max(m, n) * jnp.max(s))  # also when s is not finite
+    # not finite: said outright, as XLA's CPU max/min reductions may drop a NaN
+    singular = ~(jnp.min(s) > eps * max(m, n) * jnp.max(s)) | ~jnp.all(jnp.isfinite(s))
     return _finished((vt.T / (s * s)[None, :]) @ vt, scale, fixed, singular)
 
 
