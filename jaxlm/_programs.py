@@ -32,7 +32,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import jax
-import numpy as np
 
 MAX_PROGRAMS = 64
 """How many (function, static arguments) programs are kept.  A program holds up to ~225
@@ -49,9 +48,27 @@ the classic elemental kernel emitters instead of the MLIR fusion emitters.  Meas
 1.03 s and runs as fast (6.7 vs 6.2 ms, the medians equal); the solver's vmapped loop on
 10⁴ curves compiles in 1.5-2.3 s instead of 2.3-3.4 s but runs 5-20 % slower on Gaussians
 (10 % faster on decays); one curve's ``curve_fit`` program compiles in 1.70 s instead of
-2.87 s and runs in 200 µs instead of 285.  (No LLVM optimisation on top, level 0, cuts
-that curve's compilation to 1.07 s but changes its rounding with the data's length: the
-padded length bucket no longer gives the unpadded fit's answer to 1e-10.)"""
+2.87 s and runs in 200 µs instead of 285.  (One problem's program goes further,
+:data:`ALONE_COMPILE`.)"""
+
+ALONE_COMPILE = {**FAST_COMPILE, "xla_backend_optimization_level": 0}
+"""The options of a small program that fits one curve on its own (a single
+``curve_fit``/``fit``), on a CPU: :data:`FAST_COMPILE` and no LLVM optimisation.  XLA's
+HLO passes still run (25 ms of that program's compilation); LLVM's passes over the
+generated kernels are skipped, which was most of it (one Gaussian's ``curve_fit``:
+0.43-0.52 s instead of 1.0-1.13 s on 2 cores), for kernels that run in a few
+microseconds each anyway (a 1000-point curve's later calls: 3.3 ms against 4.1).
+
+What changes is rounding: without LLVM, ``a·b + c`` is no longer contracted to a fused
+multiply-add.  The minimum is the same to its accuracy, but the path is not the batched
+program's bit for bit, and on a long path the difference can grow to the stopping
+tolerance (a 30-point decay: 4e-8 relative in float64, where ftol allows ~1e-6).  So
+the other programs keep :data:`FAST_COMPILE`: ``least_squares`` of one problem, whose
+path equals the same problem's under ``vmap`` (``tests/test_solver.py``: 1e-10 and the
+same step counts, which the restart's bookkeeping is tested by), and batches, whose
+kernels loop over members where LLVM's vectorisation pays (and at level 0 a small padded
+batch, ``tests/test_buckets.py``, stopped one member on another test than the unpadded
+batch did)."""
 
 SMALL_LOOP = 2**16
 """A solver loop whose arguments hold at most this many numbers (a curve of 6·10⁴ points,
@@ -62,30 +79,44 @@ _cache: OrderedDict = OrderedDict()
 _lock = threading.Lock()
 
 
-@functools.cache
+_options_known = [True]
+"""Whether this jaxlib knows the options (XLA may drop one one day): assumed until a
+compilation says "No such compile option" (:func:`_unknown_option`); a probe compiled
+ahead would cost every process's first fit ~20 ms."""
+
+
 def _options_work() -> bool:
-    """Whether this jaxlib knows :data:`FAST_COMPILE` (an option XLA may drop one day)."""
-    try:
-        jax.jit(lambda v: v + 1, compiler_options=FAST_COMPILE).lower(np.float32(0)).compile()
-    except Exception:  # XLA's "No such compile option" (a JaxRuntimeError) or similar
+    """Whether jaxlm still passes its compile options (:data:`_options_known`)."""
+    return _options_known[0]
+
+
+def _unknown_option(err: Exception) -> bool:
+    """Whether ``err`` is XLA's refusal of a compile option; if so, none is used again."""
+    if "No such compile option" not in str(err):
         return False
+    _options_known[0] = False
     return True
 
 
-def _compile_fast(hot: bool, args) -> bool:
-    """Whether to compile a program for these arguments with :data:`FAST_COMPILE`: on a
-    CPU, always for a program that runs once per call, and for a solver loop (``hot``)
-    whose arguments are small.  Never under a trace: the caller's program compiles it."""
+def _compile_options(hot: bool, alone: bool, args) -> str | None:
+    """Which options to compile a program for these arguments with: on a CPU,
+    :data:`FAST_COMPILE` for a program that runs once per call and for a solver loop
+    (``hot``) whose arguments are small, and :data:`ALONE_COMPILE` for a small program of
+    one problem (``alone``); None (XLA's defaults) otherwise, and always under a trace
+    (the caller's program compiles it)."""
     if traced(args):
-        return False
+        return None
     leaves = jax.tree_util.tree_leaves(args)
     arrays = [a for a in leaves if hasattr(a, "shape")]
     platforms = {d.platform for a in arrays if isinstance(a, jax.Array) for d in a.devices()}
     if (platforms or {jax.default_backend()}) != {"cpu"}:
-        return False
-    if hot and sum(math.prod(a.shape) for a in arrays) > SMALL_LOOP:
-        return False
-    return _options_work()
+        return None
+    small = sum(math.prod(a.shape) for a in arrays) <= SMALL_LOOP
+    if hot and not small:
+        return None
+    if not _options_work():
+        return None
+    return "alone" if alone and small else "fast"
 
 
 def traced(tree) -> bool:
@@ -93,14 +124,17 @@ def traced(tree) -> bool:
     return any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(tree))
 
 
-def _jitted(impl: Callable, static: tuple, donate: tuple[int, ...], fast: bool = False):
-    key = (impl, static, fast)
+_OPTIONS = {None: None, "fast": FAST_COMPILE, "alone": ALONE_COMPILE}
+
+
+def _jitted(impl: Callable, static: tuple, donate: tuple[int, ...], options: str | None = None):
+    key = (impl, static, options)
     with _lock:
         jitted = _cache.get(key)
         if jitted is not None:
             _cache.move_to_end(key)
             return jitted
-    options = FAST_COMPILE if fast else None
+    options = _OPTIONS[options]
     jitted = jax.jit(functools.partial(impl, *static), donate_argnums=donate, compiler_options=options)
     with _lock:
         jitted = _cache.setdefault(key, jitted)  # another thread may have made it meanwhile
@@ -115,13 +149,20 @@ def size() -> int:
     return len(_cache)
 
 
-def program(n_static: int, donate_argnums: tuple[int, ...] = (), *, hot: bool = False):
+def program(
+    n_static: int,
+    donate_argnums: tuple[int, ...] = (),
+    *,
+    hot: bool = False,
+    alone: Callable[..., bool] | None = None,
+):
     """Decorator: ``impl``'s first ``n_static`` positional arguments are static (hashable,
     compared by equality, as ``jax.jit``'s ``static_argnums``) and select a cached jitted
     program that takes the rest; ``donate_argnums`` count all arguments, as in
     ``jax.jit``.  ``hot``: the program is a solver loop, whose run time matters more than
-    its compile time once its arguments are large (:func:`_compile_fast`).  The result
-    also has ``.lower(*args)``, as a jitted function does."""
+    its compile time once its arguments are large; ``alone(*static)``: whether the
+    program solves one problem on its own (:func:`_compile_options`).  The result also
+    has ``.lower(*args)``, as a jitted function does."""
     donate = tuple(i - n_static for i in donate_argnums)
     if any(i < 0 for i in donate):
         raise ValueError("a static argument cannot be donated")
@@ -129,12 +170,18 @@ def program(n_static: int, donate_argnums: tuple[int, ...] = (), *, hot: bool = 
     def wrap(impl: Callable) -> Callable:
         def jitted(args):
             static, dynamic = args[:n_static], args[n_static:]
-            return _jitted(impl, static, donate, _compile_fast(hot, dynamic)), dynamic
+            one = alone is not None and alone(*static)
+            return _jitted(impl, static, donate, _compile_options(hot, one, dynamic)), dynamic
 
         @functools.wraps(impl)
         def call(*args):
             fn, dynamic = jitted(args)
-            return fn(*dynamic)
+            try:
+                return fn(*dynamic)
+            except Exception as err:  # refused before running: nothing donated is lost
+                if not _unknown_option(err):
+                    raise
+            return jitted(args)[0](*dynamic)
 
         def lower(*args):
             fn, dynamic = jitted(args)

@@ -8,7 +8,10 @@ compilation failed at the kernel's limit (``vm.max_map_count``).  The 500-model 
 ``benchmarks/many_models.py``; here a small cache shows the bound itself.
 """
 
+import json
 import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -204,17 +207,20 @@ def test_the_kept_traces_are_bounded(monkeypatch):
 def test_one_off_programs_and_small_loops_compile_with_the_classic_emitters(monkeypatch):
     """On a CPU, programs that run once per call and solver loops on small arguments are
     compiled with XLA's classic kernel emitters (a third less compile time,
-    ``benchmarks/first_call.py``); a loop on large arguments keeps XLA's defaults, and
-    under a trace the caller's program compiles everything.  Either way a fit gives the
-    same answer, scipy's."""
+    ``benchmarks/first_call.py``), a small program of one problem also without LLVM's
+    optimisations; a loop on large arguments keeps XLA's defaults, and under a trace the
+    caller's program compiles everything.  Either way a fit gives the same answer,
+    scipy's."""
     scipy_optimize = pytest.importorskip("scipy.optimize")
     assert _programs._options_work()
     small, large = np.zeros((100, 64)), np.zeros((2000, 64))
-    assert _programs._compile_fast(True, (small,)) and not _programs._compile_fast(True, (large,))
-    assert _programs._compile_fast(False, (large,))  # runs once: its compile time counts most
+    options = _programs._compile_options
+    assert options(True, False, (small,)) == "fast" and options(True, False, (large,)) is None
+    assert options(False, False, (large,)) == "fast"  # runs once: its compile time counts most
+    assert options(True, True, (small,)) == "alone" and options(True, True, (large,)) is None
     traced = []
-    jax.jit(lambda a: traced.append(_programs._compile_fast(False, (a,))) or a)(small)
-    assert traced == [False]
+    jax.jit(lambda a: traced.append(options(False, True, (a,))) or a)(small)
+    assert traced == [None]
 
     x = np.linspace(0.0, 4.0, 50)
     y = 2.5 * np.exp(-1.3 * x) + 0.4 + 0.01 * np.random.default_rng(0).standard_normal(50)
@@ -224,15 +230,74 @@ def test_one_off_programs_and_small_loops_compile_with_the_classic_emitters(monk
 
     popt, pcov = jaxlm.curve_fit(model, x, y, p0=[1.0, 1.0, 0.0])
     kinds = {key[0].__name__: key[2] for key in _programs._cache}
-    assert kinds["fit_batch"] is True
-    with monkeypatch.context() as m:
-        m.setattr(_programs, "_compile_fast", lambda hot, args: False)
-        default = jaxlm.curve_fit(model, x, y, p0=[1.0, 1.0, 0.0])
-    assert any(key[0].__name__ == "fit_batch" and key[2] is False for key in _programs._cache)
-    np.testing.assert_allclose(popt, default[0], rtol=1e-10)
-    np.testing.assert_allclose(pcov, default[1], rtol=1e-8)
+    assert kinds["fit_batch"] == "alone"
+    results = {}
+    for kind in ("fast", None):
+        with monkeypatch.context() as m:
+            m.setattr(
+                _programs,
+                "_compile_options",
+                lambda hot, alone, args, kind=kind: None if _programs.traced(args) else kind,
+            )
+            results[kind] = jaxlm.curve_fit(model, x, y, p0=[1.0, 1.0, 0.0])
+        assert any(key[0].__name__ == "fit_batch" and key[2] == kind for key in _programs._cache)
+        np.testing.assert_allclose(popt, results[kind][0], rtol=1e-10)
+        np.testing.assert_allclose(pcov, results[kind][1], rtol=1e-8)
     ref, ref_cov = scipy_optimize.curve_fit(
         lambda x, a, k, c: a * np.exp(-k * x) + c, x, y, p0=[1.0, 1.0, 0.0], xtol=1e-14, ftol=1e-14
     )
     np.testing.assert_allclose(popt, ref, rtol=1e-8)
     np.testing.assert_allclose(pcov, ref_cov, rtol=1e-6)
+
+
+def test_a_compile_option_this_xla_does_not_know_is_dropped_and_the_fit_runs(monkeypatch):
+    """No probe is compiled ahead for the options (it cost every process's first fit
+    ~20 ms): an XLA that refuses them ("No such compile option") makes jaxlm retry the
+    call without, once, and compile without them from then on."""
+    monkeypatch.setattr(_programs, "_options_known", [True])
+    bogus = {"xla_jaxlm_no_such_option": True}
+    monkeypatch.setattr(_programs, "_OPTIONS", {None: None, "fast": bogus, "alone": bogus})
+    x = np.linspace(0.0, 3.0, 30)
+    y = 1.5 * np.exp(-0.7 * x) + 0.01 * np.cos(9 * x)
+
+    def model(x, a, k):  # a model only this test uses: its programs are compiled here
+        return a * jnp.exp(-k * x) + 0.0
+
+    popt, _ = jaxlm.curve_fit(model, x, y, p0=[1.0, 1.0])
+    assert not _programs._options_work()
+    np.testing.assert_allclose(popt, [1.5, 0.7], rtol=2e-2)
+    assert not _programs._unknown_option(ValueError("x0 must hold floating-point arrays"))
+
+
+FIRST_FIT = r"""
+import json, logging, re, sys
+import jax, jax.numpy as jnp, numpy as np
+import jaxlm
+names = []
+class Catch(logging.Handler):
+    def emit(self, record):
+        m = re.search(r"Finished XLA compilation of (\S+)", record.getMessage())
+        if m:
+            names.append(m.group(1))
+logging.getLogger("jax").addHandler(Catch())
+x = np.linspace(-5, 5, 64).astype(np.float32)
+y = (2 * np.exp(-0.5 * ((x - 0.3) / 0.9) ** 2) + 0.2).astype(np.float32)
+gaussian = lambda x, a, mu, s, c: a * jnp.exp(-0.5 * ((x - mu) / s) ** 2) + c
+with jax.log_compiles(True):
+    popt, pcov = jaxlm.curve_fit(gaussian, x, y, p0=np.array([1.8, 0.2, 1.0, 0.1], np.float32))
+print(json.dumps({"programs": names, "scipy": "scipy" in sys.modules, "popt": popt.tolist(),
+                  "dtype": str(popt.dtype), "perr": np.sqrt(np.diag(pcov)).tolist()}))
+"""
+
+
+def test_a_first_curve_fit_compiles_one_program_and_imports_no_scipy():
+    """A new process's first single ``curve_fit`` compiles its fit and nothing else (no
+    program for reading ``fixed``, no probe of the compile options), and never loads
+    scipy (jaxlib's LAPACK kernels would: pcov's SVD is numpy's, on the host): each was a
+    slice of the first call's latency (``benchmarks/first_call.py``)."""
+    out = subprocess.run([sys.executable, "-c", FIRST_FIT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["programs"] == ["jit(fit_batch)"] and not got["scipy"] and got["dtype"] == "float32", got
+    np.testing.assert_allclose(got["popt"], [2.0, 0.3, 0.9, 0.2], rtol=1e-4)
+    assert np.all(np.isfinite(got["perr"])), got  # noiseless data: tiny but finite errors

@@ -88,11 +88,11 @@ class HostModel:
 
         @jax.custom_jvp
         def model(x, *p):
-            return _on_host(host_f, shape, dtype, x, *p)
+            return on_host(host_f, shape, dtype, x, *p)
 
         @jax.custom_jvp
         def jacobian(x, y, *p):
-            return _on_host(host_jac, (int(np.prod(shape, dtype=int)), n), dtype, x, y, *p)
+            return on_host(host_jac, (int(np.prod(shape, dtype=int)), n), dtype, x, y, *p)
 
         @jacobian.defjvp
         def _(primals, tangents):
@@ -112,7 +112,7 @@ class HostModel:
         return model(x, *p)
 
 
-def _on_host(fn, shape, dtype, *args):
+def on_host(fn, shape, dtype, *args):
     """``fn(*args)`` (numpy, shape ``shape``) by :func:`jax.pure_callback`, one batch
     member at a time.  float64 values travel both ways as pairs of uint32 words: on
     JAX's callback thread x64 is off unless the caller turned it on globally, and JAX

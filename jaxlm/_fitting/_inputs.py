@@ -255,12 +255,14 @@ def as_float(name, value, dtype):
 
 
 def as_bool(name, value, shapes):
-    arr = jnp.asarray(value)
+    # host values are read on the host: jnp.asarray compiles a program for each new shape
+    arr = value if isinstance(value, jax.Array | jax.core.Tracer) else np.asarray(value)
     if arr.dtype != jnp.bool_:
         raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
     if arr.shape not in shapes:
         raise ValueError(f"{name} has shape {arr.shape}; expected {' or '.join(map(str, shapes))}")
-    return broadcast(arr, shapes[-1])
+    out = broadcast(arr, shapes[-1])
+    return jax.device_put(out) if isinstance(out, np.ndarray) else out
 
 
 HOST_BROADCAST_MAX = 2**16

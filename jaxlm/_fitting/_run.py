@@ -94,7 +94,7 @@ def fit_one(cfg: Config, data: CurveData) -> FitResult:
     return finish_one(cfg, sol.params, sol.cost, sol.status, sol.n_steps, sol.n_fev, args, n_valid)
 
 
-@_programs.program(2, hot=True)
+@_programs.program(2, hot=True, alone=lambda cfg, batch: cfg.solver.one_problem)
 def fit_batch(cfg: Config, batch, data: CurveData) -> FitResult:
     """The whole batch as one vmapped program (used under JAX transformations); a single
     curve (``batch == ()``) without vmap."""
