@@ -179,7 +179,7 @@ class LevenbergMarquardt:
         """This solver for a problem solved on its own, outside any ``vmap``: the same
         algorithm and options, with the linear algebra's unbatched form (a smaller
         program, the same results to rounding; the fit layer's covariance then comes
-        from LAPACK's SVD).  A distinct value, so it compiles its own programs."""
+        from numpy's SVD).  A distinct value, so it compiles its own programs."""
         return _Alone(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     def _renormalised(self, state):

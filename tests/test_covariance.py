@@ -151,7 +151,7 @@ def test_rank_rule_near_its_edge_is_scipys(dtype, cov_fn):
 
 
 def test_a_curve_alone_and_in_a_batch_get_the_same_covariance():
-    """A single concrete fit finishes with LAPACK's SVD (``covariance_svd``), a batch
+    """A single concrete fit finishes with numpy's SVD (``covariance_svd``), a batch
     without LAPACK: the same pcov to rounding (float64), with a fixed parameter and for
     a model the data do not determine (inf in both)."""
     x = np.linspace(-4, 4, 41)

@@ -187,7 +187,7 @@ def _finished(inverse, scale, fixed, singular):
 
 @jax.custom_jvp
 def covariance_svd(jac, fixed):
-    """:func:`covariance` from LAPACK's SVD of the equilibrated J with a unit row per
+    """:func:`covariance` from an SVD of the equilibrated J with a unit row per
     fixed column (the same matrix whose triangular factor :func:`covariance` builds),
     as scipy computes it: for a problem solved on its own, outside any ``vmap`` and
     sharding (the module docstring says why batches do without LAPACK), where it is one
