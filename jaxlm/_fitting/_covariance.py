@@ -216,12 +216,13 @@ def host_svd(a):
     n = a.shape[1]
 
     def svd(a):
+        failed = np.full((n + 1, n), np.nan, a.dtype)
+        if not np.all(np.isfinite(a)):
+            return failed
         try:
-            if not np.all(np.isfinite(a)):
-                raise np.linalg.LinAlgError("not finite")
             _, s, vt = np.linalg.svd(a, full_matrices=False)
         except np.linalg.LinAlgError:
-            return np.full((n + 1, n), np.nan, a.dtype)
+            return failed
         return np.concatenate([s[None, :], vt]).astype(a.dtype)
 
     # under vmap (never in jaxlm's own batches) one call per member: a bad member's NaN

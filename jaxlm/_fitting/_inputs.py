@@ -255,8 +255,8 @@ def as_float(name, value, dtype):
 
 
 def as_bool(name, value, shapes):
-    # host values are read on the host: jnp.asarray compiles a program for each new shape
-    arr = value if isinstance(value, jax.Array | jax.core.Tracer) else np.asarray(value)
+    # host values stay on the host (numeric): jnp.asarray compiles a program per new shape
+    arr = numeric(name, value)
     if arr.dtype != jnp.bool_:
         raise TypeError(f"{name} must be a boolean array, got dtype {arr.dtype}")
     if arr.shape not in shapes:
