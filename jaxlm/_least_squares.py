@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import _check, _explicit, _implicit, _programs
+from jaxlm import _check, _explicit, _implicit, _programs, _restart
 from jaxlm._solver import LevenbergMarquardt, LMState, is_success
 
 
@@ -103,9 +103,10 @@ def least_squares(
     _check.choice("failed_grad", failed_grad, _implicit.FAILED_GRADS)
     x0 = validate_problem(fun, x0, args)
     fun, args = hoist_closure(_programs.same_function(fun), x0, args)
+    solve = lambda s: _solve(s, fun, implicit_hessian, failed_grad, x0, args)  # noqa: E731
     if not _programs.traced((x0, args)):  # a problem on its own, not in a vmap
-        solver = solver.alone()
-    return _solve(solver, fun, implicit_hessian, failed_grad, x0, args)
+        return _restart.one_problem(solver.alone(), solve)
+    return solve(solver)
 
 
 def solver_from(solver, options) -> LevenbergMarquardt:

@@ -555,3 +555,43 @@ def test_curve_fit_full_output_has_leastsqs_pivoted_qr(kind):
     ref = so.leastsq(lambda p: (p[0] * np.exp(-p[1] * x) - y) / sigma, [1.0, 1.0], full_output=True)[2]
     np.testing.assert_array_equal(info["ipvt"], ref["ipvt"])
     np.testing.assert_allclose(np.abs(r), np.abs(np.triu(ref["fjac"][:, :n].T)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_single_curve_runs_the_restart_from_the_host_with_the_whole_programs_answer(dtype, monkeypatch):
+    """One concrete curve compiles the first attempt's program, and the program with both
+    attempts only after a failed first attempt (here: a step limit of 3).  Either way
+    the result is the whole program's: the same status and counts, and the same numbers
+    to rounding (the two programs are fused differently); the same curve as a batch of
+    one (the vmapped program, with the restart inside) agrees to rounding."""
+    from jaxlm import _programs, _restart
+
+    x = np.linspace(-5, 5, 64).astype(dtype)
+    y = (2 * np.exp(-0.5 * ((x - 0.3) / 1.1) ** 2) + 0.2).astype(dtype)
+    y = (y + 0.05 * np.random.default_rng(3).standard_normal(64)).astype(dtype)
+    p0 = np.array([1.0, 0.0, 2.0, 0.0], dtype)
+    for options, retried in (({}, False), ({"max_steps": 3}, True)):
+        _programs._cache.clear()
+        res = jaxlm.fit(peak, x, y, p0, **options)
+        solvers = [s for key in _programs._cache for s in key[1] if isinstance(s, jaxlm.LevenbergMarquardt)]
+        assert sorted(s.restart is None for s in solvers) == ([False, True] if retried else [True])
+        assert bool(res.success) != retried
+        with monkeypatch.context() as patch:  # the whole program, as before the split
+            patch.setattr(_restart, "one_problem", lambda solver, solve: solve(solver))
+            whole = jaxlm.fit(peak, x, y, p0, **options)
+        for name in ("status", "n_steps", "n_fev"):  # the same path
+            np.testing.assert_array_equal(np.asarray(getattr(res, name)), np.asarray(getattr(whole, name)))
+        # in another program, fused otherwise: the same numbers to the last bit or two
+        for name in ("params", "cost", "pcov", "chi2", "rsquared"):
+            a, b = np.asarray(getattr(res, name)), np.asarray(getattr(whole, name))
+            tol = 8 * np.finfo(dtype).eps  # relative to the largest entry (pcov's ~0 ones)
+            np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())
+        if retried:
+            assert int(res.n_steps) == 6  # both attempts, counted together
+        # a batch of one: the batched program's rounding (FMAs), which may end on another
+        # stopping test at the same minimum (float32 here: FTOL alone, XTOL in the batch)
+        one = jaxlm.fit(peak, x, y[None], p0, **options)
+        assert bool(one.success[0]) == bool(res.success)
+        assert int(one.n_steps[0]) == int(res.n_steps) or not retried
+        rtol = 1e-4 if dtype == np.float32 else 1e-9
+        np.testing.assert_allclose(np.asarray(one.params[0]), np.asarray(res.params), rtol=rtol)

@@ -149,7 +149,47 @@ def test_a_problem_alone_has_its_own_solver_and_the_same_options():
     from jaxlm import _programs
 
     jaxlm.least_squares(_decay, x0[0], (t, y[0]), solver=solver)
-    assert any(alone in key[1] for key in _programs._cache)
+    first_attempt = dataclasses.replace(alone, restart=None)  # it converges: no restart
+    assert any(first_attempt in key[1] for key in _programs._cache)
+
+
+def _solve_whole(solver, fun, x0, args):
+    """One problem through the whole program (both attempts in its loop), as
+    ``least_squares`` ran it before the restart moved to the host."""
+    from jaxlm._least_squares import _solve
+
+    return _solve(solver.alone(), fun, "exact", "nan", x0, args)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_one_problem_runs_the_restart_from_the_host_with_the_whole_programs_answer(dtype):
+    """``least_squares`` of one concrete problem runs the first attempt's program alone,
+    and the whole program (both attempts) only after a failed first attempt: a decay that
+    converges compiles no restart at all; a Rosenbrock start stopped at the step limit
+    tries again.  Either way the answer is the whole program's (here bit for bit: status,
+    step and evaluation counts, parameters, cost); under ``jax.vmap`` the restart stays
+    in the batched program, which agrees."""
+    from jaxlm import _programs
+
+    t, y, x0 = _batch(3)
+    t, y, x0 = t.astype(dtype), y.astype(dtype), x0.astype(dtype)
+    rosen = mgh.BY_NAME["Rosenbrock"].fun
+    cases = [
+        (_decay, x0[0], (t, y[0]), {}, False),
+        (rosen, jnp.asarray([-1.2, 1.0], dtype), (), {"max_steps": 4}, True),
+    ]
+    for fun, start, args, options, retried in cases:
+        solver = jaxlm.LevenbergMarquardt(**options)
+        _programs._cache.clear()
+        sol = jaxlm.least_squares(fun, start, args, **options)
+        assert any(solver.alone() in key[1] for key in _programs._cache) == retried
+        assert int(sol.state.attempt) == int(retried)
+        ref = _solve_whole(solver, fun, start, args)
+        for name in ("status", "n_steps", "n_fev", "params", "cost"):
+            np.testing.assert_array_equal(np.asarray(getattr(sol, name)), np.asarray(getattr(ref, name)))
+        mapped = jax.vmap(lambda p, f=fun, a=args, o=options: jaxlm.least_squares(f, p, a, **o))(start[None])
+        assert int(mapped.status[0]) == int(sol.status) and int(mapped.n_steps[0]) == int(sol.n_steps)
+        np.testing.assert_allclose(np.asarray(mapped.params[0]), np.asarray(sol.params), rtol=1e-5)
 
 
 def test_bad_members_are_isolated_bit_for_bit():

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from jaxlm import _batch, _check, _explicit, _implicit, _programs
+from jaxlm import _batch, _check, _explicit, _implicit, _programs, _restart
 from jaxlm._fitting import _blocked, _buckets
 from jaxlm._fitting._host import HostModel, untraceable, warn_host
 from jaxlm._fitting._inputs import prepare, resolve_model
@@ -220,8 +220,11 @@ def fit(
         res = _blocked.fit_blocked(cfg, prep.data)  # one curve of millions of points
     elif not (concrete and driver.pays(math.prod(prep.batch))):
         if concrete and prep.batch == ():  # one curve on its own, not in a vmap
-            cfg = dataclasses.replace(cfg, solver=solver.alone())
-        res = fit_batch(cfg, prep.batch, prep.data)
+            res = _restart.one_problem(
+                solver.alone(), lambda s: fit_batch(dataclasses.replace(cfg, solver=s), (), prep.data)
+            )
+        else:
+            res = fit_batch(cfg, prep.batch, prep.data)
     else:
         try:
             res = fit_driven(cfg, prep, driver)  # a single fit (batch ()) is a batch of one
