@@ -71,11 +71,15 @@ def keep_better(first: LMState, second: LMState, again: jax.Array) -> LMState:
 _Out = TypeVar("_Out")
 
 
-def one_problem(solver: LevenbergMarquardt, solve: Callable[[LevenbergMarquardt], _Out]) -> _Out:
+def one_problem(
+    solver: LevenbergMarquardt, solve: Callable[[LevenbergMarquardt], _Out], hiding: tuple = ()
+) -> _Out:
     """Solve one concrete problem (``solve(solver)``, whose result has ``status`` and
     ``n_steps``) with the restart run from the host: first the program of the first
     attempt alone (``restart=None``), and only when that attempt failed
-    (:func:`needs_second`) the whole program, both attempts in its loop.
+    (:func:`needs_second`) the whole program, both attempts in its loop.  ``hiding``:
+    statuses that a caller's result may put in place of the solver's own (the fit
+    layer's ``UNDERDETERMINED``, ``NO_DATA``); they too get the whole program's answer.
 
     The first program is the common case's, and it is smaller: no outer loop, no second
     start, no choice between attempts, one damping matrix per step instead of two
@@ -90,8 +94,9 @@ def one_problem(solver: LevenbergMarquardt, solve: Callable[[LevenbergMarquardt]
     if solver.restart is None or solver.max_steps == 0:
         return solve(solver)
     first = solve(dataclasses.replace(solver, restart=None))
-    failed = int(np.asarray(first.status)) in RESTART_ON and int(np.asarray(first.n_steps)) > 0
-    return solve(solver) if failed else first
+    status = int(np.asarray(first.status))
+    failed = status in RESTART_ON and int(np.asarray(first.n_steps)) > 0
+    return solve(solver) if failed or status in hiding else first
 
 
 def select(condition, a, b):

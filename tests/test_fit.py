@@ -577,7 +577,7 @@ def test_a_single_curve_runs_the_restart_from_the_host_with_the_whole_programs_a
         assert sorted(s.restart is None for s in solvers) == ([False, True] if retried else [True])
         assert bool(res.success) != retried
         with monkeypatch.context() as patch:  # the whole program, as before the split
-            patch.setattr(_restart, "one_problem", lambda solver, solve: solve(solver))
+            patch.setattr(_restart, "one_problem", lambda solver, solve, hiding=(): solve(solver))
             whole = jaxlm.fit(peak, x, y, p0, **options)
         for name in ("status", "n_steps", "n_fev"):  # the same path
             np.testing.assert_array_equal(np.asarray(getattr(res, name)), np.asarray(getattr(whole, name)))
@@ -595,3 +595,28 @@ def test_a_single_curve_runs_the_restart_from_the_host_with_the_whole_programs_a
         assert int(one.n_steps[0]) == int(res.n_steps) or not retried
         rtol = 1e-4 if dtype == np.float32 else 1e-9
         np.testing.assert_allclose(np.asarray(one.params[0]), np.asarray(res.params), rtol=rtol)
+
+
+def test_a_single_curve_whose_status_the_fit_layer_replaces_gets_the_whole_programs_answer(monkeypatch):
+    """UNDERDETERMINED (3 points for 4 parameters) and NO_DATA replace the solver's own
+    status, which may be a failure the restart would have run again: such a curve gets
+    the program with both attempts, the same answer as before the restart moved to the
+    host, bit for bit."""
+    from jaxlm import _programs, _restart
+
+    x = np.linspace(-5, 5, 64)
+    y = 2 * np.exp(-0.5 * ((x - 0.3) / 1.1) ** 2) + 0.2
+    for mask, status in (
+        (np.arange(64) < 3, jaxlm.Status.UNDERDETERMINED),
+        (np.zeros(64, bool), jaxlm.Status.NO_DATA),
+    ):
+        _programs._cache.clear()
+        res = jaxlm.fit(peak, x, y, [1.0, 0.0, 2.0, 0.0], mask=mask)
+        assert int(res.status) == status
+        solvers = [s for key in _programs._cache for s in key[1] if isinstance(s, jaxlm.LevenbergMarquardt)]
+        assert any(s.restart is not None for s in solvers)
+        with monkeypatch.context() as patch:
+            patch.setattr(_restart, "one_problem", lambda solver, solve, hiding=(): solve(solver))
+            whole = jaxlm.fit(peak, x, y, [1.0, 0.0, 2.0, 0.0], mask=mask)
+        for name in ("params", "status", "n_steps", "n_fev"):
+            np.testing.assert_array_equal(np.asarray(getattr(res, name)), np.asarray(getattr(whole, name)))

@@ -26,6 +26,7 @@ from jaxlm._fitting._result import FitResult, warn_if_no_covariance
 from jaxlm._fitting._run import fit_batch, fit_driven
 from jaxlm._least_squares import solver_from
 from jaxlm._solver import LevenbergMarquardt
+from jaxlm._status import Status
 from jaxlm._stream import Interrupted
 from jaxlm.models import Model
 
@@ -221,7 +222,9 @@ def fit(
     elif not (concrete and driver.pays(math.prod(prep.batch))):
         if concrete and prep.batch == ():  # one curve on its own, not in a vmap
             res = _restart.one_problem(
-                solver.alone(), lambda s: fit_batch(dataclasses.replace(cfg, solver=s), (), prep.data)
+                solver.alone(),
+                lambda s: fit_batch(dataclasses.replace(cfg, solver=s), (), prep.data),
+                hiding=(Status.UNDERDETERMINED, Status.NO_DATA),  # the fit layer's, over the solver's
             )
         else:
             res = fit_batch(cfg, prep.batch, prep.data)
