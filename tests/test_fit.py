@@ -589,7 +589,7 @@ def test_a_single_curve_runs_the_restart_from_the_host_with_the_whole_programs_a
         if retried:
             assert int(res.n_steps) == 6  # both attempts, counted together
         # a batch of one: the batched program's rounding (FMAs), which may end on another
-        # stopping test at the same minimum (float32 here: FTOL alone, XTOL in the batch)
+        # stopping test at the same minimum (float32 here: FTOL alone, GTOL in the batch)
         one = jaxlm.fit(peak, x, y[None], p0, **options)
         assert bool(one.success[0]) == bool(res.success)
         assert int(one.n_steps[0]) == int(res.n_steps) or not retried
