@@ -83,7 +83,8 @@ def one_problem(
 
     The first program is the common case's, and it is smaller: no outer loop, no second
     start, no choice between attempts, one damping matrix per step instead of two
-    (a single ``curve_fit``'s first call: 0.90-1.21 s -> 0.70-0.78 s on 2 cores).  When
+    (a single ``curve_fit``'s first call: 0.91-1.12 s -> 0.73-0.96 s on 2 cores,
+    ``docs/benchmarks.md``).  When
     the first attempt succeeds, its result is the whole program's: the same steps with
     the same damping (``damping_diag`` of attempt 0 is the first damping either way), to
     rounding, since the two programs are fused differently (a Gaussian's parameters: the
@@ -91,10 +92,11 @@ def one_problem(
     When it fails, the whole program's own result is returned.  The price is paid by
     failing problems only: a second compilation the first time, and the first attempt
     run twice (microseconds for one problem)."""
-    if solver.restart is None or solver.max_steps == 0:
+    if solver.restart is None:
         return solve(solver)
     first = solve(dataclasses.replace(solver, restart=None))
     status = int(np.asarray(first.status))
+    # needs_second on the host (its attempt is 0): jnp here would compile op by op
     failed = status in RESTART_ON and int(np.asarray(first.n_steps)) > 0
     return solve(solver) if failed or status in hiding else first
 
