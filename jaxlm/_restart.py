@@ -18,6 +18,8 @@ nearly every call needs, holds no restart at all.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -38,8 +40,14 @@ RESTART_ON = (Status.MAX_STEPS, Status.NO_PROGRESS)
 def needs_second(state: LMState) -> jax.Array:
     """Which members' first attempt failed (:data:`RESTART_ON`) after at least one step
     (with ``max_steps=0`` nothing runs, so nothing runs again)."""
-    failed = jnp.isin(state.status, jnp.asarray(RESTART_ON, jnp.int32))
-    return (state.attempt == 0) & failed & (state.n_steps > 0)
+    return _failed_first(state.status, state.n_steps, state.attempt)
+
+
+def _failed_first(status, n_steps, attempt):
+    """:func:`needs_second`'s rule in comparisons alone, so that it applies as written to
+    traced arrays and to numpy values on the host (:func:`one_problem`)."""
+    failed = functools.reduce(operator.or_, [status == code for code in RESTART_ON])
+    return (attempt == 0) & failed & (n_steps > 0)
 
 
 def second_start(solver: LevenbergMarquardt, start: LMState) -> LMState:
@@ -95,10 +103,11 @@ def one_problem(
     if solver.restart is None:
         return solve(solver)
     first = solve(dataclasses.replace(solver, restart=None))
-    status = int(np.asarray(first.status))
-    # needs_second on the host (its attempt is 0): jnp here would compile op by op
-    failed = status in RESTART_ON and int(np.asarray(first.n_steps)) > 0
-    return solve(solver) if failed or status in hiding else first
+    status = np.asarray(first.status)
+    # needs_second's rule on the host (the first program's attempt is 0): jnp here would
+    # compile op by op
+    failed = bool(_failed_first(status, np.asarray(first.n_steps), 0))
+    return solve(solver) if failed or int(status) in hiding else first
 
 
 def select(condition, a, b):
